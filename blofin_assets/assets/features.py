@@ -1,0 +1,47 @@
+"""features: trailing-window, scale-free indicators per (inst_id, ts) over the training window."""
+
+from __future__ import annotations
+
+from dagster import DataVersion, MaterializeResult, MetadataValue, asset
+
+from blofin_assets import warehouse as wh
+from blofin_assets.assets.candles import candles
+from blofin_assets.assets.metadata import OWNERS, table_metadata, time_span
+from blofin_assets.ml.dataset import feature_table, read_start, window_start
+from blofin_assets.ml.features import FEATURE_COLUMNS
+from blofin_assets.resources import BlofinSettings, DuckDBWarehouse
+
+
+@asset(
+    deps=[candles],
+    group_name="ml_data",
+    description="Trailing-window indicators (TA-Lib and vectorised numpy), past and present "
+    "only, keyed by (inst_id, ts), table main.features. Warm-up rows are dropped, never filled.",
+    kinds={"duckdb", "pandas"},
+    owners=OWNERS,
+    code_version="features-1",
+    pool="duckdb_writer",
+)
+def features(settings: BlofinSettings, warehouse: DuckDBWarehouse) -> MaterializeResult:
+    with warehouse.connect(read_only=True) as con:
+        newest = wh.newest_candle_ts(con)
+        candle_frame = wh.read_candles(
+            con, start=read_start(newest, settings.training_days, settings.bar_delta())
+        )
+    table = feature_table(candle_frame, window_start(newest, settings.training_days))
+    if table.empty:
+        raise ValueError(
+            f"no feature rows: {len(candle_frame)} candles read are fewer than the warm-up needs"
+        )
+    with warehouse.connect() as con:
+        wh.replace_table(con, "features", table)
+    return MaterializeResult(
+        metadata={
+            **table_metadata(table, "features", warehouse.path),
+            **time_span(table),
+            "feature_count": MetadataValue.int(len(FEATURE_COLUMNS)),
+            "feature_columns": MetadataValue.json(FEATURE_COLUMNS),
+            "candles_read": MetadataValue.int(len(candle_frame)),
+        },
+        data_version=DataVersion(wh.frame_fingerprint(table)),
+    )

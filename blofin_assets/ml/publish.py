@@ -1,0 +1,209 @@
+"""Train a candidate, judge it, keep it in history, and serve it only if it passed.
+
+A candidate that fails an ERROR gate is kept under history/<version>/ with status 'rejected'
+and the reason; the served files stay on the last good version.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from blofin_assets.ml.gates import GateOutcome, leakage_gate, regression_gate, skill_gate
+from blofin_assets.ml.specs import ModelSpec
+from blofin_assets.ml.store import ModelStore
+from blofin_assets.ml.training import TrainedModel, train_model
+
+PROMOTED = "promoted"
+REJECTED = "rejected"
+
+
+@dataclass(frozen=True)
+class PublishedModel:
+    trained: TrainedModel
+    version: str
+    status: str
+    status_reason: str
+    gates: tuple[GateOutcome, ...]
+    version_dir: Path
+    served_version: str | None
+    metadata: dict[str, Any]
+
+
+def model_version(trained_at: pd.Timestamp, spec: ModelSpec, run_id: str) -> str:
+    """Sortable by time, unique per run: '<UTC time>-<hash of spec and run>'."""
+    digest = hashlib.sha256(f"{spec.code_version}:{run_id}".encode()).hexdigest()[:8]
+    return f"{trained_at.strftime('%Y%m%dT%H%M%S')}Z-{digest}"
+
+
+def model_config(spec: ModelSpec, horizon: int) -> dict[str, Any]:
+    """How to use model.pkl from any program: inputs, their order, and what comes out."""
+    if spec.target_transform == "log_return":
+        output = "H-bar log return; price = close * exp(prediction)"
+    elif spec.task == "classification":
+        output = "class label (predict) and class probabilities (predict_proba)"
+    else:
+        output = f"{spec.target} in target units"
+    return {
+        "model_name": spec.name,
+        "model_type": spec.model_type,
+        "task": spec.task,
+        "target": spec.target,
+        "features": list(spec.features),
+        "params": dict(spec.params),
+        "horizon_bars": horizon,
+        "target_transform": spec.target_transform,
+        "output": output,
+        "usage": "model.predict(scaler.transform(features[config['features']]))",
+        "code_version": spec.code_version,
+    }
+
+
+def model_metadata(
+    trained: TrainedModel,
+    *,
+    status: str,
+    status_reason: str,
+    gates: Sequence[GateOutcome],
+    trained_at: pd.Timestamp,
+    run_id: str,
+    horizon: int,
+) -> dict[str, Any]:
+    evaluation = trained.evaluation
+    return {
+        "model_name": trained.spec.name,
+        "model_type": trained.spec.model_type,
+        "code_version": trained.spec.code_version,
+        "trained_at": trained_at.isoformat(),
+        "run_id": run_id,
+        "status": status,
+        "status_reason": status_reason,
+        "train_rows": trained.train_rows,
+        "test_rows": trained.test_rows,
+        "feature_count": len(trained.spec.features),
+        "data_window": {
+            "start": trained.data_window[0].isoformat(),
+            "end": trained.data_window[1].isoformat(),
+            "train_end": trained.split.train_end.isoformat(),
+            "test_start": trained.split.test_start.isoformat(),
+            "purge_bars": trained.split.purge_bars,
+        },
+        "instruments": list(trained.instruments),
+        "horizon_bars": horizon,
+        "max_train_rows": trained.spec.max_train_rows,
+        "primary_metric": evaluation.primary_metric,
+        "primary_value": evaluation.primary_value,
+        "baseline_value": evaluation.baseline_value,
+        "baseline_kind": trained.spec.baseline,
+        "metrics": evaluation.metrics,
+        "train_metrics": trained.train_metrics,
+        "baseline": evaluation.baseline,
+        "skill": evaluation.skill,
+        "train_seconds": trained.train_seconds,
+        "feature_importances": trained.feature_importances,
+        "checks": {
+            gate.check_name: {
+                "passed": gate.passed,
+                "severity": gate.severity,
+                "description": gate.description,
+            }
+            for gate in gates
+        },
+    }
+
+
+def train_and_publish(
+    spec: ModelSpec,
+    frame: pd.DataFrame,
+    *,
+    store: ModelStore,
+    horizon: int,
+    promoted_skills: Sequence[float],
+    run_id: str,
+    trained_at: pd.Timestamp | None = None,
+) -> PublishedModel:
+    """The whole life of one candidate; no path serves a model that failed an ERROR gate."""
+    trained_at = trained_at or pd.Timestamp.now(tz="UTC")
+    trained = train_model(spec, frame, horizon=horizon)
+    gates = (leakage_gate(trained), regression_gate(trained, promoted_skills), skill_gate(trained))
+    blocking = [gate for gate in gates if gate.blocks_serving]
+    status = REJECTED if blocking else PROMOTED
+    reason = (
+        "; ".join(f"{gate.check_name}: {gate.description}" for gate in blocking)
+        if blocking
+        else "all ERROR checks passed"
+    )
+    version = model_version(trained_at, spec, run_id)
+    metadata = model_metadata(
+        trained,
+        status=status,
+        status_reason=reason,
+        gates=gates,
+        trained_at=trained_at,
+        run_id=run_id,
+        horizon=horizon,
+    )
+    store.clean_staging(spec.name)
+    version_dir = store.save_version(
+        spec.name,
+        version,
+        estimator=trained.estimator,
+        scaler=trained.scaler,
+        config=model_config(spec, horizon),
+        metadata=metadata,
+    )
+    if status == PROMOTED:
+        store.promote(spec.name, version)
+    return PublishedModel(
+        trained=trained,
+        version=version,
+        status=status,
+        status_reason=reason,
+        gates=gates,
+        version_dir=version_dir,
+        served_version=store.served_version(spec.name),
+        metadata=store.read_metadata(spec.name, version),
+    )
+
+
+def result_row(metadata: dict[str, Any], model_path: str) -> dict[str, Any]:
+    """One ml_model_results row from a version's metadata.json; inapplicable metrics are NULL."""
+    metrics = metadata.get("metrics", {})
+    train = metadata.get("train_metrics", {})
+    classification = "accuracy" in metrics
+    window = metadata.get("data_window", {})
+    return {
+        "model_name": metadata["model_name"],
+        "model_type": metadata.get("model_type"),
+        "version": metadata["version"],
+        "status": metadata.get("status"),
+        "status_reason": metadata.get("status_reason"),
+        "trained_at": pd.Timestamp(metadata["trained_at"]),
+        "run_id": metadata.get("run_id"),
+        "code_version": metadata.get("code_version"),
+        "train_rows": metadata.get("train_rows"),
+        "test_rows": metadata.get("test_rows"),
+        "feature_count": metadata.get("feature_count"),
+        "train_accuracy": train.get("accuracy") if classification else None,
+        "test_accuracy": metrics.get("accuracy") if classification else None,
+        "f1": metrics.get("f1"),
+        "precision": metrics.get("precision"),
+        "recall": metrics.get("recall"),
+        "r2": metrics.get("r2"),
+        "mae": metrics.get("mae"),
+        "rmse": metrics.get("rmse"),
+        "primary_metric": metadata.get("primary_metric"),
+        "primary_value": metadata.get("primary_value"),
+        "baseline_value": metadata.get("baseline_value"),
+        "skill": metadata.get("skill"),
+        "train_seconds": metadata.get("train_seconds"),
+        "model_path": model_path,
+        "data_start": pd.Timestamp(window["start"]) if window.get("start") else None,
+        "data_end": pd.Timestamp(window["end"]) if window.get("end") else None,
+        "recorded_at": pd.Timestamp.now(tz="UTC"),
+    }

@@ -1,0 +1,194 @@
+"""The five models as data: one ``ModelSpec`` each, one factory builds their assets.
+
+A spec's ``code_version`` is a hash of everything that changes what the model learns
+(estimator class, params, features, target, transforms, row cap), so editing one model's
+hyperparameters marks exactly that model stale in Dagster, with no hand-bumped strings.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from sklearn.ensemble import HistGradientBoostingRegressor, RandomForestClassifier
+from sklearn.neural_network import MLPRegressor
+from sklearn.svm import SVR
+from xgboost import XGBClassifier
+
+from blofin_assets.ml.features import FEATURE_COLUMNS
+
+SEED = 42
+
+Task = Literal["classification", "regression"]
+TargetTransform = Literal["none", "log", "log_return"]
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    description: str
+    target: str
+    task: Task
+    estimator_class: type
+    params: Mapping[str, Any]
+    primary_metric: str
+    # "majority_class" for classifiers; a naive_* column of `targets` (persistence) otherwise.
+    baseline: str
+    kind: str
+    target_transform: TargetTransform = "none"
+    scale_target: bool = False
+    # Most recent training rows kept; caps super-linear or slow estimators. None = all rows.
+    max_train_rows: int | None = None
+    # metric -> value above which a test score is implausible for this target (leakage alarm).
+    leakage_limits: Mapping[str, float] = field(default_factory=dict)
+    # Skill drop (absolute) against the median of recent promoted versions.
+    regression_warn_drop: float = 0.05
+    regression_error_drop: float = 0.20
+    features: tuple[str, ...] = tuple(FEATURE_COLUMNS)
+
+    @property
+    def model_type(self) -> str:
+        return self.estimator_class.__name__
+
+    def fingerprint(self) -> dict[str, Any]:
+        """Everything that changes what is learned; what the code_version hashes."""
+        return {
+            "name": self.name,
+            "estimator": f"{self.estimator_class.__module__}.{self.estimator_class.__name__}",
+            "params": dict(sorted(self.params.items())),
+            "features": list(self.features),
+            "target": self.target,
+            "task": self.task,
+            "target_transform": self.target_transform,
+            "scale_target": self.scale_target,
+            "max_train_rows": self.max_train_rows,
+            "primary_metric": self.primary_metric,
+            "baseline": self.baseline,
+        }
+
+    @property
+    def code_version(self) -> str:
+        payload = json.dumps(self.fingerprint(), sort_keys=True, default=str)
+        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+    def build_estimator(self) -> Any:
+        return self.estimator_class(**self.params)
+
+
+MODEL_SPECS: tuple[ModelSpec, ...] = (
+    ModelSpec(
+        name="direction_predictor",
+        description="Probability that close[t+H] > close[t]. On liquid markets expect a coin flip; "
+        "accuracy far above 0.5 is investigated as leakage before it is believed.",
+        target="target_direction",
+        task="classification",
+        estimator_class=XGBClassifier,
+        params={
+            "n_estimators": 200,
+            "max_depth": 3,
+            "learning_rate": 0.05,
+            "subsample": 0.8,
+            "colsample_bytree": 0.8,
+            "min_child_weight": 50,
+            "tree_method": "hist",
+            "n_jobs": 2,
+            "random_state": SEED,
+            "eval_metric": "logloss",
+        },
+        primary_metric="accuracy",
+        baseline="majority_class",
+        kind="xgboost",
+        leakage_limits={"accuracy": 0.75},
+        regression_warn_drop=0.03,
+        regression_error_drop=0.10,
+    ),
+    ModelSpec(
+        name="momentum_classifier",
+        description="3 classes: 0 decelerating / 1 neutral / 2 accelerating (forward minus "
+        "trailing H-bar return, in units of trailing volatility).",
+        target="target_momentum",
+        task="classification",
+        estimator_class=RandomForestClassifier,
+        params={
+            "n_estimators": 100,
+            "max_depth": 10,
+            "min_samples_leaf": 50,
+            "max_samples": 20_000,
+            "max_features": "sqrt",
+            "n_jobs": 2,
+            "random_state": SEED,
+        },
+        primary_metric="accuracy",
+        baseline="majority_class",
+        kind="sklearn",
+        leakage_limits={"accuracy": 0.90},
+    ),
+    ModelSpec(
+        name="risk_scorer",
+        description="Risk 0-100 of the next H bars: 50 = as volatile as the instrument's last "
+        "day, higher = more. Compared with persistence of the last H bars' risk.",
+        target="target_risk",
+        task="regression",
+        estimator_class=HistGradientBoostingRegressor,
+        params={
+            "max_iter": 200,
+            "learning_rate": 0.05,
+            "max_leaf_nodes": 31,
+            "min_samples_leaf": 100,
+            "l2_regularization": 1.0,
+            "early_stopping": False,
+            "random_state": SEED,
+        },
+        primary_metric="mae",
+        baseline="naive_risk",
+        kind="sklearn",
+        leakage_limits={"r2": 0.95},
+    ),
+    ModelSpec(
+        name="volatility_regressor",
+        description="Realised volatility over the next H bars (RBF SVR, learnt in log space, "
+        "standardised; trained on the most recent rows only because SVR is super-linear).",
+        target="target_volatility",
+        task="regression",
+        estimator_class=SVR,
+        params={"kernel": "rbf", "C": 1.0, "epsilon": 0.1, "gamma": "scale", "cache_size": 500},
+        primary_metric="mae",
+        baseline="naive_volatility",
+        kind="sklearn",
+        target_transform="log",
+        scale_target=True,
+        max_train_rows=5_000,
+        leakage_limits={"r2": 0.95},
+    ),
+    ModelSpec(
+        name="price_predictor",
+        description="Close H bars ahead. The MLP learns the H-bar log return (standardised) and "
+        "the price is close * exp(prediction); judged on returns, against persistence.",
+        target="target_price",
+        task="regression",
+        estimator_class=MLPRegressor,
+        params={
+            "hidden_layer_sizes": (32, 16),
+            "alpha": 1e-3,
+            "learning_rate_init": 1e-3,
+            "batch_size": 256,
+            "max_iter": 50,
+            "early_stopping": True,
+            "validation_fraction": 0.1,
+            "n_iter_no_change": 5,
+            "random_state": SEED,
+        },
+        primary_metric="mae",
+        baseline="naive_price",
+        kind="sklearn",
+        target_transform="log_return",
+        scale_target=True,
+        max_train_rows=100_000,
+        leakage_limits={"r2": 0.95},
+    ),
+)
+
+SPECS_BY_NAME: dict[str, ModelSpec] = {spec.name: spec for spec in MODEL_SPECS}

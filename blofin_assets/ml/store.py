@@ -1,0 +1,182 @@
+"""Model files on disk: every version kept, one served, swapped atomically.
+
+Layout under ``models/model_<name>/``::
+
+    history/<version>/{model.pkl, scaler.pkl, config.json, metadata.json}
+    current -> history/<version>            (relative symlink, replaced atomically)
+    model.pkl -> current/model.pkl           (and scaler.pkl, config.json, metadata.json)
+
+A version directory is written under a temporary name and renamed into place, and serving
+switches by replacing one symlink, so a crash at any instant leaves either the old or the new
+version served, never a mix and never a half-written file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import joblib
+
+SERVED_FILES = ("model.pkl", "scaler.pkl", "config.json", "metadata.json")
+HASHED_FILES = ("model.pkl", "scaler.pkl")
+CURRENT_LINK = "current"
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _write_json(path: Path, payload: dict[str, Any]) -> None:
+    with open(path, "w") as handle:
+        json.dump(payload, handle, indent=2, sort_keys=True, default=str)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class ModelStore:
+    """Reads and writes the model files contract; knows nothing about Dagster."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+
+    def model_dir(self, name: str) -> Path:
+        return self.root / f"model_{name}"
+
+    def history_dir(self, name: str) -> Path:
+        return self.model_dir(name) / "history"
+
+    def version_dir(self, name: str, version: str) -> Path:
+        return self.history_dir(name) / version
+
+    def save_version(
+        self,
+        name: str,
+        version: str,
+        *,
+        estimator: Any,
+        scaler: Any,
+        config: dict[str, Any],
+        metadata: dict[str, Any],
+    ) -> Path:
+        """Write a complete version directory, or nothing: temp directory, fsync, rename."""
+        history = self.history_dir(name)
+        history.mkdir(parents=True, exist_ok=True)
+        final = history / version
+        if final.exists():
+            raise FileExistsError(f"model version {name}/{version} already exists at {final}")
+        staging = history / f".tmp-{version}-{uuid.uuid4().hex[:8]}"
+        staging.mkdir()
+        try:
+            joblib.dump(estimator, staging / "model.pkl")
+            joblib.dump(scaler, staging / "scaler.pkl")
+            for filename in HASHED_FILES:
+                with open(staging / filename, "rb+") as handle:
+                    os.fsync(handle.fileno())
+            hashes = {filename: sha256_file(staging / filename) for filename in HASHED_FILES}
+            _write_json(staging / "config.json", config)
+            _write_json(
+                staging / "metadata.json", {**metadata, "version": version, "sha256": hashes}
+            )
+            _fsync_dir(staging)
+            os.rename(staging, final)
+            _fsync_dir(history)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        return final
+
+    def promote(self, name: str, version: str) -> None:
+        """Serve ``version``: one atomic symlink replacement switches all four files at once."""
+        model_dir = self.model_dir(name)
+        target = self.version_dir(name, version)
+        if not (target / "metadata.json").is_file():
+            raise FileNotFoundError(f"cannot serve {name}/{version}: {target} is not a version")
+        self._replace_symlink(model_dir / CURRENT_LINK, Path("history") / version)
+        for filename in SERVED_FILES:
+            link = model_dir / filename
+            wanted = Path(CURRENT_LINK) / filename
+            if not (link.is_symlink() and Path(os.readlink(link)) == wanted):
+                self._replace_symlink(link, wanted)
+        _fsync_dir(model_dir)
+
+    @staticmethod
+    def _replace_symlink(link: Path, points_to: Path) -> None:
+        temporary = link.with_name(f".{link.name}.{uuid.uuid4().hex[:8]}")
+        os.symlink(points_to, temporary)
+        os.replace(temporary, link)
+
+    def served_version(self, name: str) -> str | None:
+        link = self.model_dir(name) / CURRENT_LINK
+        if not link.is_symlink():
+            return None
+        return Path(os.readlink(link)).name
+
+    def served_dir(self, name: str) -> Path | None:
+        """The resolved directory of the served version, read once so files cannot straddle a swap."""
+        version = self.served_version(name)
+        return self.version_dir(name, version) if version else None
+
+    def read_metadata(self, name: str, version: str) -> dict[str, Any]:
+        with open(self.version_dir(name, version) / "metadata.json") as handle:
+            return json.load(handle)
+
+    def versions(self, name: str) -> Iterator[dict[str, Any]]:
+        """Metadata of every complete version on disk, oldest first (names sort by time)."""
+        history = self.history_dir(name)
+        if not history.is_dir():
+            return
+        for path in sorted(history.iterdir()):
+            if path.name.startswith(".") or not (path / "metadata.json").is_file():
+                continue
+            with open(path / "metadata.json") as handle:
+                yield json.load(handle)
+
+    def verify_served(self, name: str) -> list[str]:
+        """Problems with the served files (missing, unreadable, hash mismatch); empty if sound."""
+        directory = self.served_dir(name)
+        if directory is None:
+            return [f"{self.model_dir(name)}: no served version ('{CURRENT_LINK}' link missing)"]
+        problems = []
+        for filename in SERVED_FILES:
+            if not (self.model_dir(name) / filename).is_file():
+                problems.append(f"{self.model_dir(name) / filename}: missing")
+        try:
+            metadata = self.read_metadata(name, directory.name)
+        except (OSError, ValueError) as error:
+            return [*problems, f"{directory / 'metadata.json'}: unreadable ({error})"]
+        for filename, expected in metadata.get("sha256", {}).items():
+            path = directory / filename
+            if not path.is_file():
+                problems.append(f"{path}: missing")
+            elif (actual := sha256_file(path)) != expected:
+                problems.append(f"{path}: sha256 {actual} != expected {expected}")
+        return problems
+
+    def clean_staging(self, name: str) -> list[Path]:
+        """Remove temp directories left by a crashed write; they were never visible as versions."""
+        history = self.history_dir(name)
+        removed = []
+        if history.is_dir():
+            for path in history.glob(".tmp-*"):
+                shutil.rmtree(path, ignore_errors=True)
+                removed.append(path)
+        return removed

@@ -1,0 +1,182 @@
+"""Fit one ModelSpec on the joined features + targets frame, honestly.
+
+Time-ordered purged split, scaler fit on the training block only, regression targets
+transformed and standardised inside the pickled estimator, row caps taken from the most recent
+rows, fixed seeds, and every test metric next to its naive baseline.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.base import clone
+from sklearn.compose import TransformedTargetRegressor
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import FunctionTransformer, StandardScaler
+
+from blofin_assets.ml.metrics import (
+    Evaluation,
+    classification_metrics,
+    evaluate_classifier,
+    evaluate_regressor,
+    regression_metrics,
+)
+from blofin_assets.ml.specs import ModelSpec
+from blofin_assets.ml.splits import PurgedSplit, purged_split
+
+DEFAULT_TEST_FRACTION = 0.2
+# Realised volatility can be exactly 0 on a flat market; log needs a floor.
+VOLATILITY_FLOOR = 1e-8
+
+
+class TrainingDataError(ValueError):
+    """The training frame cannot give an honest model; never trained around silently."""
+
+
+@dataclass(frozen=True)
+class TrainedModel:
+    spec: ModelSpec
+    estimator: Any
+    scaler: StandardScaler
+    evaluation: Evaluation  # on the test block
+    train_metrics: dict[str, float]
+    split: PurgedSplit
+    train_rows: int
+    test_rows: int
+    data_window: tuple[pd.Timestamp, pd.Timestamp]
+    feature_importances: dict[str, float] | None
+    train_seconds: float
+    instruments: tuple[str, ...]
+
+
+def check_training_frame(frame: pd.DataFrame, spec: ModelSpec) -> None:
+    """Refuse NaN/inf or missing columns with a message that says which and how many."""
+    needed = [*spec.features, spec.target, "ts"]
+    missing = [column for column in needed if column not in frame.columns]
+    if missing:
+        raise TrainingDataError(f"{spec.name}: training frame lacks columns {missing}")
+    if frame.empty:
+        raise TrainingDataError(f"{spec.name}: training frame is empty")
+    values = frame[[*spec.features, spec.target]].to_numpy(dtype="float64")
+    bad = ~np.isfinite(values)
+    if bad.any():
+        columns = [*spec.features, spec.target]
+        counts = {columns[i]: int(n) for i, n in enumerate(bad.sum(axis=0)) if n}
+        raise TrainingDataError(
+            f"{spec.name}: {int(bad.any(axis=1).sum())} training rows hold NaN/inf "
+            f"(per column: {counts})"
+        )
+
+
+def model_target(spec: ModelSpec, frame: pd.DataFrame) -> np.ndarray:
+    """The array the estimator is asked to predict (before its own inner transforms)."""
+    y = frame[spec.target].to_numpy(dtype="float64")
+    if spec.target_transform == "log_return":
+        return np.log(y / frame["close"].to_numpy(dtype="float64"))
+    if spec.target_transform == "log":
+        return np.maximum(y, VOLATILITY_FLOOR)
+    return y
+
+
+def naive_prediction(spec: ModelSpec, frame: pd.DataFrame) -> np.ndarray:
+    """The persistence forecast, in the same space as model_target."""
+    naive = frame[spec.baseline].to_numpy(dtype="float64")
+    if spec.target_transform == "log_return":
+        return np.log(naive / frame["close"].to_numpy(dtype="float64"))
+    if spec.target_transform == "log":
+        return np.maximum(naive, VOLATILITY_FLOOR)
+    return naive
+
+
+def wrap_estimator(spec: ModelSpec) -> Any:
+    """Put target transforms inside the estimator so model.pkl predicts in target units.
+
+    Only numpy ufuncs and scikit-learn objects are pickled: any program with scikit-learn can
+    load model.pkl without importing this package.
+    """
+    estimator = spec.build_estimator()
+    if spec.task == "classification" or not spec.scale_target:
+        return estimator
+    steps: list[tuple[str, Any]] = []
+    if spec.target_transform == "log":
+        steps.append(("log", FunctionTransformer(np.log, np.exp, check_inverse=False)))
+    steps.append(("standardise", StandardScaler()))
+    return TransformedTargetRegressor(regressor=estimator, transformer=Pipeline(steps))
+
+
+def feature_importances(estimator: Any, features: list[str]) -> dict[str, float] | None:
+    inner = getattr(estimator, "regressor_", estimator)
+    importances = getattr(inner, "feature_importances_", None)
+    if importances is None:
+        return None
+    pairs = sorted(zip(features, map(float, importances), strict=True), key=lambda p: -p[1])
+    return dict(pairs)
+
+
+def train_model(
+    spec: ModelSpec,
+    frame: pd.DataFrame,
+    *,
+    horizon: int,
+    test_fraction: float = DEFAULT_TEST_FRACTION,
+) -> TrainedModel:
+    """Train on the past, test on the later block, purge ``horizon`` bars between them."""
+    check_training_frame(frame, spec)
+    frame = frame.sort_values(["ts", "inst_id"], kind="stable").reset_index(drop=True)
+    split = purged_split(frame["ts"], test_fraction=test_fraction, purge_bars=horizon)
+    train = frame.iloc[split.train_index]
+    if spec.max_train_rows is not None and len(train) > spec.max_train_rows:
+        train = train.iloc[-spec.max_train_rows :]  # the most recent rows: closest to the test
+    test = frame.iloc[split.test_index]
+    features = list(spec.features)
+
+    scaler = StandardScaler().fit(train[features].to_numpy(dtype="float64"))
+    x_train = scaler.transform(train[features].to_numpy(dtype="float64"))
+    x_test = scaler.transform(test[features].to_numpy(dtype="float64"))
+    y_train = model_target(spec, train)
+    y_test = model_target(spec, test)
+    if spec.task == "classification":
+        y_train = y_train.astype("int64")
+        y_test = y_test.astype("int64")
+        if len(np.unique(y_train)) < 2:
+            raise TrainingDataError(f"{spec.name}: training block has a single class")
+
+    estimator = clone(wrap_estimator(spec))
+    started = time.perf_counter()
+    estimator.fit(x_train, y_train)
+    train_seconds = time.perf_counter() - started
+
+    predicted_test = estimator.predict(x_test)
+    predicted_train = estimator.predict(x_train)
+    if spec.task == "classification":
+        evaluation = evaluate_classifier(
+            y_test, predicted_test, y_train=y_train, primary_metric=spec.primary_metric
+        )
+        train_metrics = classification_metrics(y_train, predicted_train)
+    else:
+        evaluation = evaluate_regressor(
+            y_test,
+            predicted_test,
+            y_naive=naive_prediction(spec, test),
+            primary_metric=spec.primary_metric,
+        )
+        train_metrics = regression_metrics(y_train, predicted_train)
+
+    return TrainedModel(
+        spec=spec,
+        estimator=estimator,
+        scaler=scaler,
+        evaluation=evaluation,
+        train_metrics=train_metrics,
+        split=split,
+        train_rows=len(train),
+        test_rows=len(test),
+        data_window=(train["ts"].min(), test["ts"].max()),
+        feature_importances=feature_importances(estimator, features),
+        train_seconds=train_seconds,
+        instruments=tuple(sorted(frame["inst_id"].unique())),
+    )

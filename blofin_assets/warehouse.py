@@ -1,0 +1,375 @@
+"""DuckDB tables of the product: schema, atomic writes, content fingerprints.
+
+Every write is one transaction, so a failure leaves the table as it was. A DuckDB file takes
+one writer process at a time: ``connect`` waits for a held lock with bounded backoff and then
+fails naming the holder, instead of failing on the first collision.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import re
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+
+CANDLES_DDL = """
+CREATE TABLE IF NOT EXISTS candles (
+    inst_id VARCHAR NOT NULL,
+    ts TIMESTAMPTZ NOT NULL,
+    open DOUBLE NOT NULL,
+    high DOUBLE NOT NULL,
+    low DOUBLE NOT NULL,
+    close DOUBLE NOT NULL,
+    volume DOUBLE NOT NULL,
+    volume_currency DOUBLE,
+    volume_quote DOUBLE,
+    source VARCHAR NOT NULL,
+    ingested_at TIMESTAMPTZ NOT NULL,
+    PRIMARY KEY (inst_id, ts)
+)
+"""
+
+CANDLES_REJECTED_DDL = """
+CREATE TABLE IF NOT EXISTS candles_rejected (
+    inst_id VARCHAR,
+    ts TIMESTAMPTZ,
+    raw VARCHAR,
+    origin VARCHAR,
+    reason VARCHAR NOT NULL,
+    source VARCHAR NOT NULL,
+    rejected_at TIMESTAMPTZ NOT NULL
+)
+"""
+
+# Column order is the contract; new columns are only ever appended (see migrate_results).
+RESULTS_COLUMNS: dict[str, str] = {
+    "id": "BIGINT",
+    "model_name": "VARCHAR",
+    "model_type": "VARCHAR",
+    "version": "VARCHAR",
+    "status": "VARCHAR",
+    "status_reason": "VARCHAR",
+    "trained_at": "TIMESTAMPTZ",
+    "run_id": "VARCHAR",
+    "code_version": "VARCHAR",
+    "train_rows": "BIGINT",
+    "test_rows": "BIGINT",
+    "feature_count": "INTEGER",
+    "train_accuracy": "DOUBLE",
+    "test_accuracy": "DOUBLE",
+    "f1": "DOUBLE",
+    "precision": "DOUBLE",
+    "recall": "DOUBLE",
+    "r2": "DOUBLE",
+    "mae": "DOUBLE",
+    "rmse": "DOUBLE",
+    "primary_metric": "VARCHAR",
+    "primary_value": "DOUBLE",
+    "baseline_value": "DOUBLE",
+    "skill": "DOUBLE",
+    "train_seconds": "DOUBLE",
+    "model_path": "VARCHAR",
+    "data_start": "TIMESTAMPTZ",
+    "data_end": "TIMESTAMPTZ",
+    "recorded_at": "TIMESTAMPTZ",
+}
+
+LOCK_ERROR = re.compile(r"lock", re.IGNORECASE)
+IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]*$")
+
+
+class DuckDBLockedError(RuntimeError):
+    """Another process kept the DuckDB file locked for longer than we were willing to wait."""
+
+
+def quote_identifier(name: str) -> str:
+    """Table and column names come from our code only, but are still checked and quoted."""
+    if not IDENTIFIER.match(name):
+        raise ValueError(f"refusing SQL identifier {name!r}")
+    return f'"{name}"'
+
+
+@contextmanager
+def connect(
+    path: str | Path,
+    *,
+    read_only: bool = False,
+    wait_seconds: float = 120.0,
+    backoff_base: float = 0.2,
+    backoff_max: float = 5.0,
+) -> Iterator[duckdb.DuckDBPyConnection]:
+    """Open the file, waiting out another process's lock with bounded, jittered backoff."""
+    path = Path(path)
+    if not read_only:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    elif not path.exists():
+        raise FileNotFoundError(f"DuckDB file {path} does not exist yet: materialize candles first")
+    deadline = time.monotonic() + wait_seconds
+    attempt = 0
+    while True:
+        try:
+            con = duckdb.connect(str(path), read_only=read_only)
+            break
+        except duckdb.IOException as error:
+            if not LOCK_ERROR.search(str(error)):
+                raise
+            attempt += 1
+            if time.monotonic() >= deadline:
+                raise DuckDBLockedError(
+                    f"DuckDB file {path} stayed locked for {wait_seconds:.0f}s "
+                    f"({attempt} attempts): {error}"
+                ) from error
+            delay = min(backoff_max, backoff_base * 2**attempt) * random.uniform(0.5, 1.0)
+            time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
+    try:
+        con.execute("SET TimeZone = 'UTC'")
+        yield con
+    finally:
+        con.close()
+
+
+def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
+    con.execute(CANDLES_DDL)
+    con.execute(CANDLES_REJECTED_DDL)
+    migrate_results(con)
+
+
+def table_exists(con: duckdb.DuckDBPyConnection, table: str) -> bool:
+    row = con.execute(
+        "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'main' "
+        "AND table_name = ?",
+        [table],
+    ).fetchone()
+    return bool(row and row[0])
+
+
+def migrate_results(con: duckdb.DuckDBPyConnection) -> list[str]:
+    """Create ml_model_results, or add the columns an older release lacked, keeping every row."""
+    if not table_exists(con, "ml_model_results"):
+        columns = ", ".join(f"{quote_identifier(c)} {t}" for c, t in RESULTS_COLUMNS.items())
+        con.execute(f"CREATE TABLE ml_model_results ({columns})")
+        return []
+    existing = {
+        row[0]
+        for row in con.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_schema = 'main' "
+            "AND table_name = 'ml_model_results'"
+        ).fetchall()
+    }
+    added = []
+    for column, sql_type in RESULTS_COLUMNS.items():
+        if column not in existing:
+            con.execute(
+                f"ALTER TABLE ml_model_results ADD COLUMN {quote_identifier(column)} {sql_type}"
+            )
+            added.append(column)
+    return added
+
+
+def upsert_candles(
+    con: duckdb.DuckDBPyConnection,
+    frame: pd.DataFrame,
+    *,
+    source: str,
+    rejected: pd.DataFrame | None = None,
+) -> int:
+    """Insert candles not yet stored (and quarantined rows) in one transaction; count new ones."""
+    ensure_schema(con)
+    if frame.empty and (rejected is None or rejected.empty):
+        return 0
+    batch = frame.copy()
+    for column in ("volume_currency", "volume_quote"):
+        if column not in batch.columns:
+            batch[column] = float("nan")
+    batch["source"] = source
+    batch["ingested_at"] = pd.Timestamp.now(tz="UTC")
+    columns = [
+        "inst_id", "ts", "open", "high", "low", "close", "volume",
+        "volume_currency", "volume_quote", "source", "ingested_at",
+    ]  # fmt: skip
+    con.register("incoming_candles", batch[columns])
+    try:
+        con.execute("BEGIN TRANSACTION")
+        before = con.execute("SELECT count(*) FROM candles").fetchone()[0]
+        con.execute(
+            f"INSERT INTO candles ({', '.join(columns)}) "
+            f"SELECT {', '.join(columns)} FROM incoming_candles ON CONFLICT DO NOTHING"
+        )
+        after = con.execute("SELECT count(*) FROM candles").fetchone()[0]
+        if rejected is not None:
+            insert_rejected(con, rejected, source=source)
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    finally:
+        con.unregister("incoming_candles")
+    return int(after - before)
+
+
+def insert_rejected(
+    con: duckdb.DuckDBPyConnection, rejected: pd.DataFrame, *, source: str
+) -> int:
+    """Quarantine rows with their reason; called inside upsert_candles' transaction."""
+    if rejected.empty:
+        return 0
+    batch = rejected[["inst_id", "ts", "raw", "origin", "reason"]].copy()
+    batch["source"] = source
+    batch["rejected_at"] = pd.Timestamp.now(tz="UTC")
+    con.register("incoming_rejected", batch)
+    try:
+        con.execute("INSERT INTO candles_rejected SELECT * FROM incoming_rejected")
+    finally:
+        con.unregister("incoming_rejected")
+    return len(batch)
+
+
+def latest_candle_ts(con: duckdb.DuckDBPyConnection) -> dict[str, pd.Timestamp]:
+    if not table_exists(con, "candles"):
+        return {}
+    rows = con.execute("SELECT inst_id, max(ts) FROM candles GROUP BY inst_id").fetchall()
+    return {inst_id: pd.Timestamp(ts).tz_convert("UTC") for inst_id, ts in rows}
+
+
+def candles_fingerprint(con: duckdb.DuckDBPyConnection) -> dict[str, object]:
+    """Row count, time span and an order-independent content hash, computed inside DuckDB."""
+    row = con.execute(
+        "SELECT count(*), min(ts), max(ts), count(DISTINCT inst_id), "
+        "bit_xor(hash(inst_id, ts, open, high, low, close, volume)) FROM candles"
+    ).fetchone()
+    count, first, last, instruments, content = row
+    return {
+        "rows": int(count),
+        "first_ts": None if first is None else pd.Timestamp(first).tz_convert("UTC"),
+        "last_ts": None if last is None else pd.Timestamp(last).tz_convert("UTC"),
+        "instruments": int(instruments),
+        "content_hash": f"{int(content or 0):016x}",
+    }
+
+
+def read_candles(
+    con: duckdb.DuckDBPyConnection, *, start: pd.Timestamp | None = None
+) -> pd.DataFrame:
+    """Candles from ``start`` on (the training window plus warm-up), contract layout."""
+    query = "SELECT inst_id, ts, open, high, low, close, volume FROM candles"
+    params: list[object] = []
+    if start is not None:
+        query += " WHERE ts >= ?"
+        params.append(start.to_pydatetime())
+    frame = con.execute(query + " ORDER BY inst_id, ts", params).df()
+    frame["ts"] = pd.to_datetime(frame["ts"], utc=True)
+    return frame
+
+
+def replace_table(con: duckdb.DuckDBPyConnection, table: str, frame: pd.DataFrame) -> None:
+    """Swap a derived table's whole content in one transaction (readers see old or new)."""
+    name = quote_identifier(table)
+    con.register("replacement_frame", frame)
+    try:
+        con.execute("BEGIN TRANSACTION")
+        con.execute(f"CREATE OR REPLACE TABLE {name} AS SELECT * FROM replacement_frame")
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    finally:
+        con.unregister("replacement_frame")
+
+
+def frame_fingerprint(frame: pd.DataFrame) -> str:
+    """Content hash of a derived table: identical inputs give identical data versions."""
+    hashed = pd.util.hash_pandas_object(frame, index=False).to_numpy()
+    digest = hashlib.sha256(hashed.tobytes())
+    digest.update(",".join(map(str, frame.columns)).encode())
+    return digest.hexdigest()[:20]
+
+
+def recorded_versions(con: duckdb.DuckDBPyConnection) -> set[tuple[str, str]]:
+    if not table_exists(con, "ml_model_results"):
+        return set()
+    return {
+        (name, version)
+        for name, version in con.execute(
+            "SELECT model_name, version FROM ml_model_results"
+        ).fetchall()
+    }
+
+
+def append_results(con: duckdb.DuckDBPyConnection, rows: Sequence[dict[str, object]]) -> int:
+    """Append result rows not yet recorded (idempotent on model_name + version), one transaction."""
+    migrate_results(con)
+    known = recorded_versions(con)
+    fresh = [row for row in rows if (row["model_name"], row["version"]) not in known]
+    if not fresh:
+        return 0
+    frame = pd.DataFrame(fresh)
+    for column in RESULTS_COLUMNS:
+        if column not in frame.columns:
+            frame[column] = None
+    columns = [c for c in RESULTS_COLUMNS if c != "id"]
+    con.register("incoming_results", frame[columns])
+    try:
+        con.execute("BEGIN TRANSACTION")
+        next_id = con.execute("SELECT coalesce(max(id), 0) FROM ml_model_results").fetchone()[0]
+        quoted = ", ".join(quote_identifier(c) for c in columns)
+        con.execute(
+            f"INSERT INTO ml_model_results (id, {quoted}) "
+            f"SELECT ? + row_number() OVER (ORDER BY trained_at, model_name), {quoted} "
+            "FROM incoming_results",
+            [int(next_id)],
+        )
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    finally:
+        con.unregister("incoming_results")
+    return len(fresh)
+
+
+def promoted_skills(
+    con: duckdb.DuckDBPyConnection, model_name: str, limit: int
+) -> list[float]:
+    """Skill of the most recent promoted versions, newest first (for the regression gate)."""
+    if not table_exists(con, "ml_model_results"):
+        return []
+    rows = con.execute(
+        "SELECT skill FROM ml_model_results WHERE model_name = ? AND status = 'promoted' "
+        "AND skill IS NOT NULL ORDER BY trained_at DESC, id DESC LIMIT ?",
+        [model_name, limit],
+    ).fetchall()
+    return [float(row[0]) for row in rows]
+
+
+def newest_candle_ts(con: duckdb.DuckDBPyConnection) -> pd.Timestamp:
+    row = con.execute("SELECT max(ts) FROM candles").fetchone() if table_exists(con, "candles") else None
+    if row is None or row[0] is None:
+        raise ValueError("the candles table is empty: materialize candles first")
+    return pd.Timestamp(row[0]).tz_convert("UTC")
+
+
+def read_table(con: duckdb.DuckDBPyConnection, table: str) -> pd.DataFrame:
+    if not table_exists(con, table):
+        raise ValueError(f"table {table!r} does not exist yet: materialize it first")
+    frame = con.execute(f"SELECT * FROM {quote_identifier(table)} ORDER BY inst_id, ts").df()
+    frame["ts"] = pd.to_datetime(frame["ts"], utc=True)
+    return frame
+
+
+def read_training_frame(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
+    """Labelled rows: features joined to targets on (inst_id, ts), in time order."""
+    for table in ("features", "targets"):
+        if not table_exists(con, table):
+            raise ValueError(f"table {table!r} does not exist yet: materialize it first")
+    frame = con.execute(
+        "SELECT f.*, t.* EXCLUDE (inst_id, ts) FROM features f "
+        "JOIN targets t USING (inst_id, ts) ORDER BY ts, inst_id"
+    ).df()
+    frame["ts"] = pd.to_datetime(frame["ts"], utc=True)
+    return frame
