@@ -4,7 +4,6 @@ The model gates (leakage, regression, skill) are declared on the model assets th
 because their verdict decides serving inside the same step; see assets/models.py.
 """
 
-from __future__ import annotations
 
 from dagster import (
     AssetCheckExecutionContext,

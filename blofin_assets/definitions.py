@@ -1,6 +1,5 @@
 """The code location: ``blofin_assets.definitions:defs``."""
 
-from __future__ import annotations
 
 from dagster import Definitions, in_process_executor
 

@@ -1,6 +1,5 @@
 """candles: OHLCV per instrument and bar, ingested incrementally from the configured source."""
 
-from __future__ import annotations
 
 from dagster import AssetExecutionContext, DataVersion, MaterializeResult, MetadataValue, asset
 

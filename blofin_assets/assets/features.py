@@ -1,6 +1,5 @@
 """features: trailing-window, scale-free indicators per (inst_id, ts) over the training window."""
 
-from __future__ import annotations
 
 from dagster import DataVersion, MaterializeResult, MetadataValue, asset
 

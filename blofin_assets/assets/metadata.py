@@ -1,6 +1,5 @@
 """Metadata shared by the table assets: column schema and row count for the catalog."""
 
-from __future__ import annotations
 
 from typing import Any
 

@@ -5,7 +5,6 @@ candidate in history and serves it only if no ERROR check failed. Its code_versi
 of its spec, so editing one model's hyperparameters marks that model alone stale.
 """
 
-from __future__ import annotations
 
 from datetime import timedelta
 
@@ -65,7 +64,7 @@ def materialization_metadata(published: PublishedModel) -> dict[str, object]:
         "data_window": f"{trained.data_window[0]} .. {trained.data_window[1]} "
         f"(test from {trained.split.test_start}, purge {trained.split.purge_bars} bars)",
         "primary_metric": evaluation.primary_metric,
-        "baseline_kind": trained.spec.baseline,
+        "baseline_kind": trained.evaluation.baseline_name,
         "skill": MetadataValue.float(evaluation.skill),
         "train_seconds": MetadataValue.float(trained.train_seconds),
         "feature_importances": MetadataValue.md(importance_markdown(trained.feature_importances)),
@@ -92,7 +91,7 @@ def build_model_asset(spec: ModelSpec) -> AssetsDefinition:
             AssetCheckSpec(name=name, asset=spec.name, description=description)
             for name, description in GATE_DESCRIPTIONS.items()
         ],
-        metadata={"target": spec.target, "baseline": spec.baseline},
+        metadata={"target": spec.target, "baseline_candidates": list(spec.baselines)},
     )
     def model_asset(
         context: AssetExecutionContext,

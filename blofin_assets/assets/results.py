@@ -1,6 +1,5 @@
 """ml_model_results: the append-only history of every training, one row per model version."""
 
-from __future__ import annotations
 
 from dagster import DataVersion, MaterializeResult, MetadataValue, asset
 

@@ -1,6 +1,5 @@
 """targets: the five labels, built from candles t+1..t+H only."""
 
-from __future__ import annotations
 
 from dagster import DataVersion, MaterializeResult, MetadataValue, asset
 

@@ -72,7 +72,7 @@ def skill_gate(model: TrainedModel) -> GateOutcome:
         "model_value": evaluation.primary_value,
         "baseline_value": evaluation.baseline_value,
         "skill": evaluation.skill,
-        "baseline": model.spec.baseline,
+        "baseline": evaluation.baseline_name,
     }
     beats = evaluation.skill > 0
     verdict = "beats" if beats else "does not beat"
@@ -80,7 +80,7 @@ def skill_gate(model: TrainedModel) -> GateOutcome:
         "beats_baseline",
         beats,
         "WARN",
-        f"{model.spec.name} {verdict} its baseline ({model.spec.baseline}): "
+        f"{model.spec.name} {verdict} its baseline ({evaluation.baseline_name}): "
         f"{evaluation.primary_metric} {evaluation.primary_value:.6g} vs "
         f"{evaluation.baseline_value:.6g}, skill {evaluation.skill:+.4f}",
         metadata,

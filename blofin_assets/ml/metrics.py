@@ -7,7 +7,7 @@ persistence known at t), and the skill of the model over that baseline.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 from sklearn.metrics import (
@@ -31,7 +31,7 @@ class Evaluation:
     baseline: dict[str, float]
     primary_metric: str
     skill: float  # > 0 means better than the naive baseline on the primary metric
-    extra: dict[str, float] = field(default_factory=dict)
+    baseline_name: str = "majority_class"
 
     @property
     def primary_value(self) -> float:
@@ -93,11 +93,17 @@ def evaluate_classifier(
         baseline=baseline,
         primary_metric=primary_metric,
         skill=skill_score(primary_metric, metrics[primary_metric], baseline[primary_metric]),
+        baseline_name="majority_class",
     )
 
 
 def evaluate_regressor(
-    y_true: np.ndarray, y_pred: np.ndarray, *, y_naive: np.ndarray, primary_metric: str
+    y_true: np.ndarray,
+    y_pred: np.ndarray,
+    *,
+    y_naive: np.ndarray,
+    primary_metric: str,
+    baseline_name: str = "persistence",
 ) -> Evaluation:
     """Compare with a naive prediction known at t (persistence), row by row."""
     metrics = regression_metrics(np.asarray(y_true), np.asarray(y_pred))
@@ -107,4 +113,5 @@ def evaluate_regressor(
         baseline=baseline,
         primary_metric=primary_metric,
         skill=skill_score(primary_metric, metrics[primary_metric], baseline[primary_metric]),
+        baseline_name=baseline_name,
     )

@@ -99,7 +99,7 @@ def model_metadata(
         "primary_metric": evaluation.primary_metric,
         "primary_value": evaluation.primary_value,
         "baseline_value": evaluation.baseline_value,
-        "baseline_kind": trained.spec.baseline,
+        "baseline_kind": trained.evaluation.baseline_name,
         "metrics": evaluation.metrics,
         "train_metrics": trained.train_metrics,
         "baseline": evaluation.baseline,

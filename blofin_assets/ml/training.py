@@ -82,14 +82,32 @@ def model_target(spec: ModelSpec, frame: pd.DataFrame) -> np.ndarray:
     return y
 
 
-def naive_prediction(spec: ModelSpec, frame: pd.DataFrame) -> np.ndarray:
-    """The persistence forecast, in the same space as model_target."""
-    naive = frame[spec.baseline].to_numpy(dtype="float64")
+def naive_prediction(column: str, spec: ModelSpec, frame: pd.DataFrame) -> np.ndarray:
+    """A naive forecast known at t, in the same space as model_target."""
+    naive = frame[column].to_numpy(dtype="float64")
     if spec.target_transform == "log_return":
         return np.log(naive / frame["close"].to_numpy(dtype="float64"))
     if spec.target_transform == "log":
         return np.maximum(naive, VOLATILITY_FLOOR)
     return naive
+
+
+def strongest_baseline(spec: ModelSpec, train: pd.DataFrame) -> str:
+    """Pick the naive forecast with the lowest training error on the primary metric.
+
+    Chosen on training rows only, so the test block stays unseen. On a volatility-clustered
+    market persistence wins; on an i.i.d. market the trailing day level does.
+    """
+    if len(spec.baselines) == 1:
+        return spec.baselines[0]
+    target = model_target(spec, train)
+    errors = {
+        column: regression_metrics(target, naive_prediction(column, spec, train))[
+            spec.primary_metric
+        ]
+        for column in spec.baselines
+    }
+    return min(errors, key=errors.__getitem__)
 
 
 def wrap_estimator(spec: ModelSpec) -> Any:
@@ -117,6 +135,16 @@ def feature_importances(estimator: Any, features: list[str]) -> dict[str, float]
     return dict(pairs)
 
 
+def cap_rows(train: pd.DataFrame, spec: ModelSpec) -> pd.DataFrame:
+    """Apply the spec's row cap deterministically (no random sampling: same data, same model)."""
+    cap = spec.max_train_rows
+    if cap is None or len(train) <= cap:
+        return train
+    if spec.row_sampling == "even":
+        return train.iloc[np.unique(np.linspace(0, len(train) - 1, cap).round().astype(int))]
+    return train.iloc[-cap:]
+
+
 def train_model(
     spec: ModelSpec,
     frame: pd.DataFrame,
@@ -126,11 +154,14 @@ def train_model(
 ) -> TrainedModel:
     """Train on the past, test on the later block, purge ``horizon`` bars between them."""
     check_training_frame(frame, spec)
+    missing_baselines = [
+        c for c in spec.baselines if c != "majority_class" and c not in frame.columns
+    ]
+    if missing_baselines:
+        raise TrainingDataError(f"{spec.name}: frame lacks baseline columns {missing_baselines}")
     frame = frame.sort_values(["ts", "inst_id"], kind="stable").reset_index(drop=True)
     split = purged_split(frame["ts"], test_fraction=test_fraction, purge_bars=horizon)
-    train = frame.iloc[split.train_index]
-    if spec.max_train_rows is not None and len(train) > spec.max_train_rows:
-        train = train.iloc[-spec.max_train_rows :]  # the most recent rows: closest to the test
+    train = cap_rows(frame.iloc[split.train_index], spec)
     test = frame.iloc[split.test_index]
     features = list(spec.features)
 
@@ -158,11 +189,13 @@ def train_model(
         )
         train_metrics = classification_metrics(y_train, predicted_train)
     else:
+        baseline = strongest_baseline(spec, train)
         evaluation = evaluate_regressor(
             y_test,
             predicted_test,
-            y_naive=naive_prediction(spec, test),
+            y_naive=naive_prediction(baseline, spec, test),
             primary_metric=spec.primary_metric,
+            baseline_name=baseline,
         )
         train_metrics = regression_metrics(y_train, predicted_train)
 

@@ -1,0 +1,177 @@
+"""Labels for the five models, plus the persistence baselines each is judged against.
+
+With r_k = ln(close_k / close_k-1), horizon H and the trailing reference scale
+sigma_t = std(r_t-1439 .. r_t) (sample std, ddof=1; known at t):
+
+* target_direction  = 1 if close[t+H] > close[t] else 0.  A sign is scale-free by nature.
+* target_price      = close[t+H].  The only price-level target; the training code is free to
+  model it as a log return to close[t] (REFERENCE_COLUMNS in the features table).
+* target_volatility = sqrt(sum r_k^2, k = t+1..t+H): forward realised volatility, a
+  dimensionless log-return quantity, not annualised.
+* target_risk       = 100 * logistic(2 * ln(target_volatility / (sigma_t * sqrt(H))))
+                    = 100 * v^2 / (v^2 + H * sigma_t^2)   (v = target_volatility).
+  Forward volatility measured in units of the instrument's *own* last day, so 50 means
+  "as volatile as usual for this coin": a quiet BTC hour and a quiet memecoin hour both read
+  low, which is what lets one model pool instruments.  It is bounded, so no outlier drives
+  the loss.
+* target_momentum   = z = (ln(close[t+H]/close[t]) - ln(close[t]/close[t-H])) / (sigma_t *
+  sqrt(2H)); 0 (decelerating) if z < -MOMENTUM_THRESHOLD, 2 (accelerating) if
+  z > MOMENTUM_THRESHOLD, else 1.  Under a random walk z ~ N(0, 1), so the classes come out
+  about 31/38/31 without any tuning.
+* naive_volatility  = sqrt(sum r_k^2, k = t-H+1..t): the same quantity over the last H bars
+  (persistence; identical to the rv_5 feature when H = 5), naive_risk = the same logistic
+  transform of it, naive_price = close[t].
+* naive_volatility_level = sigma_t * sqrt(H) and naive_risk_level = 50: the "usual level"
+  forecast.  Persistence of a 5-bar realised vol is noisy, so on a market without volatility
+  clustering the day level is the stronger naive forecast; training judges each regressor
+  against whichever naive forecast is stronger on its training rows.
+
+Why a trailing sigma_t and not quantiles or a z-score over the whole history: any statistic
+over the full series (global quantile bins, global mean/std) would put future information
+into past labels and would move every old label whenever new data arrives.  sigma_t uses
+only bars <= t, labels use only bars t+1..t+H on top of it, so a label never changes once
+written.  Rows without a label (the last H of each instrument) and rows whose sigma_t is not
+yet defined (the first RISK_REFERENCE_BARS) are dropped, never filled.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from blofin_assets.ml.features import (
+    check_prices,
+    instrument_blocks,
+    log_returns,
+    realised_volatility,
+    rolling_sum,
+)
+
+TARGET_COLUMNS: list[str] = [
+    "target_direction",
+    "target_risk",
+    "target_price",
+    "target_momentum",
+    "target_volatility",
+]
+NAIVE_COLUMNS: list[str] = [
+    "naive_risk",
+    "naive_price",
+    "naive_volatility",
+    "naive_risk_level",
+    "naive_volatility_level",
+]
+OUTPUT_COLUMNS: list[str] = ["inst_id", "ts", *TARGET_COLUMNS, *NAIVE_COLUMNS]
+INTEGER_COLUMNS: tuple[str, ...] = ("target_direction", "target_momentum")
+
+RISK_REFERENCE_BARS = 1440
+MOMENTUM_THRESHOLD = 0.5
+
+_EPS = 1e-12  # keeps 0/0 out of the momentum z-score on a flat market
+_EPS_SQUARED = 1e-30  # the same guard for the risk score, in squared-volatility units
+
+
+def risk_score(volatility: np.ndarray, sigma: np.ndarray, horizon: int) -> np.ndarray:
+    """100 * logistic(2 * ln(vol / (sigma * sqrt(H)))), written as 100 * v^2 / (v^2 + H s^2).
+
+    The algebraic form needs no exp/log and cannot overflow.  The epsilon lives in squared
+    units (1e-30, i.e. a volatility of 1e-15), so it changes no real value, keeps the score
+    above 0 for a flat horizon, and makes a completely flat market read 50.
+    """
+    num = volatility * volatility + _EPS_SQUARED
+    return 100.0 * num / (num + horizon * sigma * sigma + _EPS_SQUARED)
+
+
+def empty_targets() -> pd.DataFrame:
+    """A typed empty targets table, so an empty candle batch flows through unchanged."""
+    frame = pd.DataFrame({column: pd.Series(dtype="float64") for column in OUTPUT_COLUMNS})
+    frame["inst_id"] = frame["inst_id"].astype("object")
+    frame["ts"] = pd.to_datetime(frame["ts"], utc=True)
+    for column in INTEGER_COLUMNS:
+        frame[column] = frame[column].astype("int64")
+    return frame
+
+
+def _block_targets(close: np.ndarray, horizon: int, out: dict[str, np.ndarray]) -> None:
+    """Fill the label/baseline arrays (length n - RISK_REFERENCE_BARS - H) of one instrument."""
+    n = len(close)
+    h = horizon
+    t = slice(RISK_REFERENCE_BARS, n - h)  # rows with a reference scale and a full horizon
+    ahead = slice(RISK_REFERENCE_BARS + h, n)  # row t + H
+    behind = slice(RISK_REFERENCE_BARS - h, n - 2 * h)  # row t - H
+
+    log_close = np.log(close)
+    returns = log_returns(close)
+    squared = returns * returns
+    trailing_vol = realised_volatility(squared, h)  # sqrt(sum r^2, t-H+1..t)
+
+    # sigma_t from running sums over r_t-1439..r_t; the sum of r telescopes to a log return.
+    m = RISK_REFERENCE_BARS
+    sum_r = np.full(n, np.nan)
+    sum_r[m:] = log_close[m:] - log_close[:-m]
+    sum_r2 = rolling_sum(squared, m)
+    variance = np.maximum((sum_r2 - sum_r * sum_r / m) / (m - 1), 0.0)
+    sigma = np.sqrt(variance)[t]
+
+    forward_return = log_close[ahead] - log_close[t]
+    backward_return = log_close[t] - log_close[behind]
+    forward_vol = trailing_vol[ahead]  # sqrt(sum r^2, t+1..t+H)
+    naive_vol = trailing_vol[t]
+
+    z = (forward_return - backward_return) / (sigma * np.sqrt(2 * h) + _EPS)
+    momentum = np.ones(len(z), dtype=np.int64)
+    momentum[z < -MOMENTUM_THRESHOLD] = 0
+    momentum[z > MOMENTUM_THRESHOLD] = 2
+
+    out["target_direction"] = (close[ahead] > close[t]).astype(np.int64)
+    out["target_risk"] = risk_score(forward_vol, sigma, h)
+    out["target_price"] = close[ahead]
+    out["target_momentum"] = momentum
+    out["target_volatility"] = forward_vol
+    out["naive_risk"] = risk_score(naive_vol, sigma, h)
+    out["naive_price"] = close[t]
+    out["naive_volatility"] = naive_vol
+    out["naive_volatility_level"] = sigma * np.sqrt(h)
+    out["naive_risk_level"] = risk_score(sigma * np.sqrt(h), sigma, h)
+
+
+def compute_targets(candles: pd.DataFrame, horizon: int = 5) -> pd.DataFrame:
+    """Labels built from candles t+1..t+H (plus the trailing reference scale), per instrument.
+
+    Output columns inst_id, ts, *TARGET_COLUMNS, *NAIVE_COLUMNS, sorted by (inst_id, ts);
+    the first RISK_REFERENCE_BARS and last `horizon` rows of each instrument are dropped.
+    """
+    if isinstance(horizon, bool) or not isinstance(horizon, int | np.integer) or horizon < 1:
+        raise ValueError(f"horizon must be a positive integer number of bars, got {horizon!r}")
+    horizon = int(horizon)
+    if horizon > RISK_REFERENCE_BARS:
+        raise ValueError(f"horizon {horizon} exceeds RISK_REFERENCE_BARS={RISK_REFERENCE_BARS}")
+    candles, starts = instrument_blocks(candles)
+    n = len(candles)
+    if n == 0:
+        return empty_targets()
+    check_prices(candles, ("close",), volume=False)
+    close = candles["close"].to_numpy(dtype=np.float64)
+
+    ends = np.append(starts[1:], n)
+    row_parts: list[np.ndarray] = []
+    parts: dict[str, list[np.ndarray]] = {column: [] for column in TARGET_COLUMNS + NAIVE_COLUMNS}
+    for start, end in zip(starts, ends, strict=True):
+        if end - start <= RISK_REFERENCE_BARS + horizon:
+            continue  # no row has both a reference scale and a full horizon
+        block: dict[str, np.ndarray] = {}
+        _block_targets(close[start:end], horizon, block)
+        row_parts.append(np.arange(start + RISK_REFERENCE_BARS, end - horizon))
+        for column, values in block.items():
+            parts[column].append(values)
+    if not row_parts:
+        return empty_targets()
+
+    rows = np.concatenate(row_parts)
+    data: dict[str, object] = {
+        "inst_id": candles["inst_id"].to_numpy()[rows],
+        "ts": candles["ts"].array[rows],
+    }
+    for column, values in parts.items():
+        data[column] = np.concatenate(values)
+    return pd.DataFrame(data, columns=OUTPUT_COLUMNS)

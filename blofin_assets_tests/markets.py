@@ -1,0 +1,49 @@
+"""Markets built for a purpose, in the candle contract layout, for tests of the gates."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+
+def candles_from_closes(closes: dict[str, np.ndarray], start: str = "2026-01-01") -> pd.DataFrame:
+    frames = []
+    for inst_id, close in closes.items():
+        ts = pd.date_range(start, periods=len(close), freq="min", tz="UTC")
+        open_ = np.concatenate([[close[0]], close[:-1]])
+        spread = np.abs(close - open_) + close * 1e-4
+        frames.append(
+            pd.DataFrame(
+                {
+                    "inst_id": inst_id,
+                    "ts": ts,
+                    "open": open_,
+                    "high": np.maximum(open_, close) + spread * 0.5,
+                    "low": np.minimum(open_, close) - spread * 0.5,
+                    "close": close,
+                    "volume": 10.0 + 5.0 * np.abs(np.sin(np.arange(len(close)) / 7.0)),
+                }
+            )
+        )
+    return pd.concat(frames, ignore_index=True)
+
+
+def periodic_market(bars: int, period: int = 60) -> pd.DataFrame:
+    """Perfectly periodic prices: direction is fully determined by the phase, which the
+    time-of-day features reveal. Any honest market gives nothing like this."""
+    t = np.arange(bars)
+    closes = {
+        "BTC-USDT": 60000 * (1 + 0.01 * np.sin(2 * np.pi * t / period)),
+        "ETH-USDT": 3000 * (1 + 0.01 * np.sin(2 * np.pi * t / period + 1.0)),
+    }
+    return candles_from_closes(closes)
+
+
+def iid_market(bars: int, seed: int = 7) -> pd.DataFrame:
+    """Gaussian i.i.d. returns at constant volatility: nothing about the future is knowable."""
+    rng = np.random.default_rng(seed)
+    closes = {
+        inst: level * np.exp(np.cumsum(rng.normal(0.0, 1e-3, bars)))
+        for inst, level in (("BTC-USDT", 60000.0), ("ETH-USDT", 3000.0), ("SOL-USDT", 150.0))
+    }
+    return candles_from_closes(closes)

@@ -1,0 +1,114 @@
+import json
+import os
+import threading
+
+import joblib
+import numpy as np
+import pytest
+from sklearn.linear_model import LinearRegression
+from sklearn.preprocessing import StandardScaler
+
+from blofin_assets.ml.store import ModelStore, sha256_file
+
+
+def fitted() -> tuple[LinearRegression, StandardScaler]:
+    x = np.arange(20.0).reshape(10, 2)
+    scaler = StandardScaler().fit(x)
+    return LinearRegression().fit(scaler.transform(x), x[:, 0] * 2), scaler
+
+
+def save(store: ModelStore, version: str, **extra: object):
+    model, scaler = fitted()
+    return store.save_version(
+        "demo",
+        version,
+        estimator=model,
+        scaler=scaler,
+        config={"features": ["a", "b"]},
+        metadata={"model_name": "demo", **extra},
+    )
+
+
+def test_save_and_promote_serves_all_four_files_with_valid_hashes(tmp_path) -> None:
+    store = ModelStore(tmp_path)
+    save(store, "20250101T000000Z-aaaa")
+    store.promote("demo", "20250101T000000Z-aaaa")
+    served = tmp_path / "model_demo"
+    for name in ("model.pkl", "scaler.pkl", "config.json", "metadata.json"):
+        assert (served / name).is_file()
+    metadata = json.loads((served / "metadata.json").read_text())
+    assert metadata["version"] == "20250101T000000Z-aaaa"
+    assert metadata["sha256"]["model.pkl"] == sha256_file(served / "model.pkl")
+    model = joblib.load(served / "model.pkl")
+    scaler = joblib.load(served / "scaler.pkl")
+    assert model.predict(scaler.transform([[4.0, 5.0]]))[0] == pytest.approx(8.0)
+    assert store.verify_served("demo") == []
+
+
+def test_failed_write_leaves_no_version_and_keeps_serving_the_old_one(tmp_path) -> None:
+    store = ModelStore(tmp_path)
+    save(store, "v1")
+    store.promote("demo", "v1")
+    _, scaler = fitted()
+    with pytest.raises(Exception):  # noqa: B017 - a lambda cannot be pickled: any pickling error
+        store.save_version(
+            "demo", "v2", estimator=lambda x: x, scaler=scaler, config={}, metadata={}
+        )
+    history = sorted(p.name for p in (tmp_path / "model_demo" / "history").iterdir())
+    assert history == ["v1"]
+    assert store.served_version("demo") == "v1"
+    assert store.verify_served("demo") == []
+
+
+def test_promotion_switches_versions_atomically_under_concurrent_reads(tmp_path) -> None:
+    store = ModelStore(tmp_path)
+    save(store, "v1", marker=1)
+    save(store, "v2", marker=2)
+    store.promote("demo", "v1")
+    errors: list[str] = []
+    stop = threading.Event()
+
+    def reader() -> None:
+        while not stop.is_set():
+            directory = store.served_dir("demo")
+            metadata = json.loads((directory / "metadata.json").read_text())
+            if sha256_file(directory / "model.pkl") != metadata["sha256"]["model.pkl"]:
+                errors.append("mixed version")
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    for _ in range(200):
+        store.promote("demo", "v2")
+        store.promote("demo", "v1")
+    stop.set()
+    thread.join()
+    assert errors == []
+
+
+def test_tampered_served_file_is_reported(tmp_path) -> None:
+    store = ModelStore(tmp_path)
+    save(store, "v1")
+    store.promote("demo", "v1")
+    with open(tmp_path / "model_demo" / "history" / "v1" / "model.pkl", "ab") as handle:
+        handle.write(b"tampered")
+    problems = store.verify_served("demo")
+    assert len(problems) == 1 and "model.pkl" in problems[0] and "sha256" in problems[0]
+
+
+def test_staging_left_by_a_crash_is_invisible_and_cleaned(tmp_path) -> None:
+    store = ModelStore(tmp_path)
+    save(store, "v1")
+    crashed = tmp_path / "model_demo" / "history" / ".tmp-v2-deadbeef"
+    crashed.mkdir()
+    (crashed / "model.pkl").write_bytes(b"half written")
+    assert [m["version"] for m in store.versions("demo")] == ["v1"]
+    assert store.clean_staging("demo") == [crashed]
+    assert not crashed.exists()
+
+
+def test_existing_version_is_never_overwritten(tmp_path) -> None:
+    store = ModelStore(tmp_path)
+    save(store, "v1")
+    with pytest.raises(FileExistsError):
+        save(store, "v1")
+    assert os.listdir(tmp_path / "model_demo" / "history") == ["v1"]
