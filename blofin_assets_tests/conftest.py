@@ -73,4 +73,3 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Project:
 def instance() -> Iterator[DagsterInstance]:
     with instance_for_test() as test_instance:
         yield test_instance
-

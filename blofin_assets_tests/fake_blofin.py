@@ -126,7 +126,7 @@ def random_walk_candles(
 
 
 def _fmt(values: np.ndarray) -> list[str]:
-    return [np.format_float_positional(float(v), trim="-") for v in values]
+    return [repr(v) for v in values.astype(float).tolist()]
 
 
 class _Server(ThreadingHTTPServer):
@@ -323,6 +323,12 @@ class FakeBlofin:
     def clear_requests(self) -> None:
         with self._lock:
             self._requests.clear()
+
+    def reset(self) -> None:
+        """Forget recorded requests and any faults still queued (between tests)."""
+        with self._lock:
+            self._requests.clear()
+            self._faults.clear()
 
     def _record_and_pop_fault(self, request: RecordedRequest) -> Fault | None:
         with self._lock:

@@ -294,8 +294,10 @@ class BlofinClient:
         """Closed bars with start <= ts < end, oldest first, as a raw frame + what it cost.
 
         Pages backwards with ``after`` (strictly earlier than) from ``end`` until a page reaches
-        ``start`` or comes back empty; each request asks only for the bars still missing (at
-        most 1440), so a one-hour incremental fetch of 1m bars is a single request. Rows with
+        back to ``start`` or comes back empty. Each request asks for at most the number of bar
+        slots still missing (``limit`` <= 1440), so a full window costs ceil(slots / 1440)
+        requests, slots = bar opens in [start, end) (14 days of 1m ending mid-bar: 20161 ->
+        15), and a one-hour incremental fetch of 1m bars is a single request. Rows with
         ``confirm`` "0" (the bar still forming) are dropped and counted.
         """
         validate_instrument_id(inst_id)
@@ -316,7 +318,7 @@ class BlofinClient:
                 "instId": inst_id,
                 "bar": bar,
                 "after": str(after),
-                "limit": str(min(MAX_LIMIT, missing_bars + 1)),
+                "limit": str(min(MAX_LIMIT, missing_bars)),
             }
             data = self._get_page(inst_id, params, report)
             report.pages += 1
@@ -351,7 +353,7 @@ class BlofinClient:
                     status=200,
                     code="0",
                 )
-            if oldest <= start_ms:
+            if oldest - step_ms < start_ms:  # no bar opens in [start, oldest) on the grid
                 break
             after = oldest
 
