@@ -4,12 +4,11 @@ The model gates (leakage, regression, skill) are declared on the model assets th
 because their verdict decides serving inside the same step; see assets/models.py.
 """
 
-
 from dagster import (
     AssetCheckExecutionContext,
     AssetCheckResult,
-    AssetCheckSeverity,
     AssetChecksDefinition,
+    AssetCheckSeverity,
     asset_check,
 )
 
@@ -19,7 +18,6 @@ from blofin_assets.assets.features import features
 from blofin_assets.assets.targets import targets
 from blofin_assets.ml.features import FEATURE_COLUMNS
 from blofin_assets.ml.gates import GateOutcome
-from blofin_assets.ml.specs import MODEL_SPECS
 from blofin_assets.ml.targets import NAIVE_COLUMNS, TARGET_COLUMNS
 from blofin_assets.resources import BlofinSettings, DuckDBWarehouse, ModelStoreResource
 
@@ -123,4 +121,3 @@ DATA_CHECKS = [
     rows_match_targets,
     targets_finite,
 ]
-SERVED_MODEL_CHECKS = [build_served_model_check(spec.name) for spec in MODEL_SPECS]

@@ -1,23 +1,27 @@
 """The code location: ``blofin_assets.definitions:defs``."""
 
+from collections.abc import Sequence
 
 from dagster import Definitions, in_process_executor
 
 from blofin_assets.assets.candles import candles
 from blofin_assets.assets.features import features
-from blofin_assets.assets.models import MODEL_ASSETS
-from blofin_assets.assets.results import ml_model_results
+from blofin_assets.assets.models import build_model_asset
+from blofin_assets.assets.results import build_results_asset
 from blofin_assets.assets.targets import targets
-from blofin_assets.checks import DATA_CHECKS, SERVED_MODEL_CHECKS
+from blofin_assets.checks import DATA_CHECKS, build_served_model_check
+from blofin_assets.ml.specs import MODEL_SPECS, ModelSpec
 from blofin_assets.resources import default_resources
 from blofin_assets.schedules import hourly_training_job, hourly_training_schedule
 
 
-def build_definitions() -> Definitions:
-    """Built from the environment at load time, so tests set BLOFIN_* and call this."""
+def build_definitions(specs: Sequence[ModelSpec] = MODEL_SPECS) -> Definitions:
+    """Built from the environment and the spec table at load time; tests set BLOFIN_* (or pass
+    edited specs) and call this."""
+    model_assets = [build_model_asset(spec) for spec in specs]
     return Definitions(
-        assets=[candles, features, targets, *MODEL_ASSETS, ml_model_results],
-        asset_checks=[*DATA_CHECKS, *SERVED_MODEL_CHECKS],
+        assets=[candles, features, targets, *model_assets, build_results_asset(model_assets)],
+        asset_checks=[*DATA_CHECKS, *(build_served_model_check(spec.name) for spec in specs)],
         jobs=[hourly_training_job],
         schedules=[hourly_training_schedule],
         resources=default_resources(),

@@ -123,7 +123,9 @@ def finite_columns(con: duckdb.DuckDBPyConnection, table: str, columns: list[str
         f"OR NOT isfinite({quote_identifier(c)}::DOUBLE))"
         for c in columns
     )
-    counts = con.execute(f"SELECT count(*), {expressions} FROM {quote_identifier(table)}").fetchone()
+    counts = con.execute(
+        f"SELECT count(*), {expressions} FROM {quote_identifier(table)}"
+    ).fetchone()
     rows, *bad_counts = counts
     bad = {column: int(n) for column, n in zip(columns, bad_counts, strict=True) if n}
     return GateOutcome(
@@ -147,7 +149,9 @@ def labels_not_features(con: duckdb.DuckDBPyConnection) -> GateOutcome:
         "labels_not_in_features",
         not leaked,
         "ERROR",
-        "no label column among the features" if not leaked else f"label columns in features: {leaked}",
+        "no label column among the features"
+        if not leaked
+        else f"label columns in features: {leaked}",
         {"leaked": leaked},
     )
 

@@ -1,6 +1,5 @@
 """The hourly retrain: the whole graph, a few minutes past the hour so the last bar has closed."""
 
-
 from dagster import AssetSelection, DefaultScheduleStatus, ScheduleDefinition, define_asset_job
 
 hourly_training_job = define_asset_job(

@@ -213,9 +213,7 @@ def upsert_candles(
     return int(after - before)
 
 
-def insert_rejected(
-    con: duckdb.DuckDBPyConnection, rejected: pd.DataFrame, *, source: str
-) -> int:
+def insert_rejected(con: duckdb.DuckDBPyConnection, rejected: pd.DataFrame, *, source: str) -> int:
     """Quarantine rows with their reason; called inside upsert_candles' transaction."""
     if rejected.empty:
         return 0
@@ -333,9 +331,7 @@ def append_results(con: duckdb.DuckDBPyConnection, rows: Sequence[dict[str, obje
     return len(fresh)
 
 
-def promoted_skills(
-    con: duckdb.DuckDBPyConnection, model_name: str, limit: int
-) -> list[float]:
+def promoted_skills(con: duckdb.DuckDBPyConnection, model_name: str, limit: int) -> list[float]:
     """Skill of the most recent promoted versions, newest first (for the regression gate)."""
     if not table_exists(con, "ml_model_results"):
         return []
@@ -348,7 +344,11 @@ def promoted_skills(
 
 
 def newest_candle_ts(con: duckdb.DuckDBPyConnection) -> pd.Timestamp:
-    row = con.execute("SELECT max(ts) FROM candles").fetchone() if table_exists(con, "candles") else None
+    row = (
+        con.execute("SELECT max(ts) FROM candles").fetchone()
+        if table_exists(con, "candles")
+        else None
+    )
     if row is None or row[0] is None:
         raise ValueError("the candles table is empty: materialize candles first")
     return pd.Timestamp(row[0]).tz_convert("UTC")

@@ -1,4 +1,4 @@
-"""Every test gets its own DuckDB file, models dir and frozen clock; nothing touches the internet."""
+"""Each test gets its own DuckDB file, models dir and frozen clock; no test touches the internet."""
 
 from __future__ import annotations
 

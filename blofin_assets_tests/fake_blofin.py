@@ -217,7 +217,12 @@ class FakeBlofin:
         server = _Server(("127.0.0.1", 0), _Handler)
         server.fake = self
         self._server = server
-        self._thread = threading.Thread(target=server.serve_forever, daemon=True, name="FakeBlofin")
+        self._thread = threading.Thread(
+            target=server.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            daemon=True,
+            name="FakeBlofin",
+        )
         self._thread.start()
         return self
 

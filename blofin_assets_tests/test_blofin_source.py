@@ -8,7 +8,6 @@ from typing import Any
 import pandas as pd
 import pytest
 import requests
-from fake_blofin import CANDLES_PATH, FakeBlofin, Fault, random_walk_candles
 
 from blofin_assets.sources import CANDLE_COLUMNS
 from blofin_assets.sources.blofin import (
@@ -18,6 +17,7 @@ from blofin_assets.sources.blofin import (
     FetchReport,
 )
 from blofin_assets.sources.validation import validate_candles
+from blofin_assets_tests.fake_blofin import CANDLES_PATH, FakeBlofin, Fault, random_walk_candles
 
 END = pd.Timestamp("2024-03-15T12:00:00Z")  # last closed 1m bar opens at 11:59, closes here
 NOW = END + pd.Timedelta(seconds=30)  # the 12:00 bar is still open

@@ -1,6 +1,5 @@
 """candles: OHLCV per instrument and bar, ingested incrementally from the configured source."""
 
-
 from dagster import AssetExecutionContext, DataVersion, MaterializeResult, MetadataValue, asset
 
 from blofin_assets.assets.metadata import OWNERS
@@ -29,7 +28,9 @@ def candles(
         metadata={
             "source": report.source,
             "synthetic": MetadataValue.bool(report.synthetic),
-            "data_label": "SYNTHETIC demo market" if report.synthetic else f"real ({report.source})",
+            "data_label": "SYNTHETIC demo market"
+            if report.synthetic
+            else f"real ({report.source})",
             "new_rows": MetadataValue.int(report.new_rows),
             "fetched_rows": MetadataValue.int(report.fetched_rows),
             "rejected_rows": MetadataValue.int(report.rejected_rows),

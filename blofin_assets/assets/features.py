@@ -1,6 +1,5 @@
 """features: trailing-window, scale-free indicators per (inst_id, ts) over the training window."""
 
-
 from dagster import DataVersion, MaterializeResult, MetadataValue, asset
 
 from blofin_assets import warehouse as wh

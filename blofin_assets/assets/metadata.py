@@ -1,6 +1,5 @@
 """Metadata shared by the table assets: column schema and row count for the catalog."""
 
-
 from typing import Any
 
 import pandas as pd
@@ -12,7 +11,9 @@ OWNERS = ["team:quant-ml"]
 def table_metadata(frame: pd.DataFrame, table: str, db_path: str) -> dict[str, Any]:
     """What the Dagster catalog shows for a DuckDB table asset."""
     schema = TableSchema(
-        columns=[TableColumn(name=str(column), type=str(dtype)) for column, dtype in frame.dtypes.items()]
+        columns=[
+            TableColumn(name=str(column), type=str(dtype)) for column, dtype in frame.dtypes.items()
+        ]
     )
     return {
         "dagster/column_schema": schema,

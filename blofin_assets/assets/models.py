@@ -5,7 +5,6 @@ candidate in history and serves it only if no ERROR check failed. Its code_versi
 of its spec, so editing one model's hyperparameters marks that model alone stale.
 """
 
-
 from datetime import timedelta
 
 from dagster import (
@@ -27,7 +26,7 @@ from blofin_assets.assets.metadata import OWNERS
 from blofin_assets.assets.targets import targets
 from blofin_assets.ml.gates import REGRESSION_HISTORY
 from blofin_assets.ml.publish import PublishedModel, train_and_publish
-from blofin_assets.ml.specs import MODEL_SPECS, ModelSpec
+from blofin_assets.ml.specs import ModelSpec
 from blofin_assets.resources import BlofinSettings, DuckDBWarehouse, ModelStoreResource
 
 GATE_DESCRIPTIONS = {
@@ -131,6 +130,3 @@ def build_model_asset(spec: ModelSpec) -> AssetsDefinition:
         )
 
     return model_asset
-
-
-MODEL_ASSETS: list[AssetsDefinition] = [build_model_asset(spec) for spec in MODEL_SPECS]

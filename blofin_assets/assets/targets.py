@@ -1,6 +1,5 @@
 """targets: the five labels, built from candles t+1..t+H only."""
 
-
 from dagster import DataVersion, MaterializeResult, MetadataValue, asset
 
 from blofin_assets import warehouse as wh

@@ -38,7 +38,7 @@ def purged_split(
     ts_values = pd.DatetimeIndex(pd.to_datetime(np.asarray(timestamps), utc=True))
     unique_ts = ts_values.unique().sort_values()
     n_unique = len(unique_ts)
-    test_size = int(round(n_unique * test_fraction))
+    test_size = round(n_unique * test_fraction)
     if test_size < 1 or n_unique - test_size - purge_bars < 1:
         raise ValueError(
             f"too little data for a purged split: {n_unique} distinct timestamps, "

@@ -131,7 +131,7 @@ class ModelStore:
         return Path(os.readlink(link)).name
 
     def served_dir(self, name: str) -> Path | None:
-        """The resolved directory of the served version, read once so files cannot straddle a swap."""
+        """The served version's directory, resolved once so reads cannot straddle a swap."""
         version = self.served_version(name)
         return self.version_dir(name, version) if version else None
 

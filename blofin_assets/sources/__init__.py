@@ -38,7 +38,9 @@ def bar_duration(bar: str) -> pd.Timedelta:
     try:
         return BAR_DURATIONS[bar]
     except KeyError:
-        raise ValueError(f"unknown bar size {bar!r}; expected one of {sorted(BAR_DURATIONS)}") from None
+        raise ValueError(
+            f"unknown bar size {bar!r}; expected one of {sorted(BAR_DURATIONS)}"
+        ) from None
 
 
 def validate_instrument_id(inst_id: str) -> str:

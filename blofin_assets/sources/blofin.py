@@ -183,7 +183,6 @@ class BlofinClient:
         self.backoff_max_seconds = backoff_max_seconds
         self._own_session = session is None
         self.session = session or requests.Session()
-        self.session.headers.setdefault("Accept", "application/json")
         self._sleep = sleep
         self._rng = random.Random(rng_seed)
         self._limiter = _RateLimiter(requests_per_minute, clock, sleep)
@@ -216,7 +215,12 @@ class BlofinClient:
             report.requests += 1
             retry_after: float | None = None
             try:
-                response = self.session.get(url, params=params, timeout=self.timeout_seconds)
+                response = self.session.get(
+                    url,
+                    params=params,
+                    headers={"Accept": "application/json"},
+                    timeout=self.timeout_seconds,
+                )
             except RETRYABLE_EXCEPTIONS as exc:
                 last = (f"{type(exc).__name__}: {exc}", None, None, None)
             else:

@@ -24,6 +24,8 @@ mixes units (or epoch numbers and ISO text) is an error naming example rows.
 
 from __future__ import annotations
 
+import csv
+import gzip
 from pathlib import Path
 
 import duckdb
@@ -102,12 +104,44 @@ _ident = quote_ident
 def _source_sql(path: Path, file_format: str) -> str:
     if file_format == "csv":
         # all_varchar: every value reaches validation as text instead of failing the reader;
-        # null_padding: a short row gets empty fields (rejected with its row number).
+        # null_padding: a short row gets empty fields (rejected with its row number);
+        # the dialect is pinned so the sniffer cannot guess a different delimiter.
         return (
             f"read_csv({_sql_string(str(path))}, all_varchar = true, header = true, "
-            "null_padding = true)"
+            "null_padding = true, delim = ',', quote = '\"', escape = '\"')"
         )
     return f"read_parquet({_sql_string(str(path))})"
+
+
+def _header_fields(path: Path) -> list[str]:
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    with opener(path, "rt", encoding="utf-8-sig", newline="") as handle:
+        return next(csv.reader(handle), [])
+
+
+def _refuse_extra_fields(
+    con: duckdb.DuckDBPyConnection, path: Path, source: str, columns: list[str]
+) -> None:
+    """A row with more fields than the header means shifted values: refuse the file.
+
+    DuckDB raises for such a row beyond its sniffing sample, but a row inside the sample
+    silently widens the table instead; this catches that case and names the rows.
+    """
+    header = _header_fields(path)
+    extra = columns[len(header) :]
+    if not extra:
+        return
+    condition = " OR ".join(f"{_ident(c)} IS NOT NULL" for c in extra)
+    rows = con.execute(
+        f"SELECT __rn FROM (SELECT *, row_number() OVER () AS __rn FROM {source}) "
+        f"WHERE {condition} ORDER BY __rn LIMIT 5"
+    ).fetchall()
+    if rows:
+        raise CandleValidationError(
+            f"{path.name}: row(s) {', '.join(str(r[0]) for r in rows)} have more fields than "
+            f"the header's {len(header)} {header}: a stray comma (e.g. a thousands separator) "
+            "shifts every value after it, so the file is refused"
+        )
 
 
 def _resolve_layout(path: Path, columns: dict[str, str]) -> tuple[str, dict[str, str], str | None]:
@@ -137,7 +171,8 @@ def _to_series(column: pa.ChunkedArray) -> pd.Series:
     """Arrow -> pandas without a Python object per value (strings stay Arrow-backed)."""
     if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
         return pd.Series(pd.arrays.ArrowStringArray(column))
-    if pa.types.is_string_view(column.type):
+    is_string_view = getattr(pa.types, "is_string_view", None)  # pyarrow >= 16
+    if is_string_view is not None and is_string_view(column.type):
         return pd.Series(pd.arrays.ArrowStringArray(column.cast(pa.large_string())))
     return pd.Series(column.to_numpy())
 
@@ -194,7 +229,8 @@ def read_candles_file(path: str | Path) -> pd.DataFrame:
     ``origin`` is "<file name> row <n>" with n the 1-based data row (header excluded, counted
     before unconfirmed rows are dropped). ``frame.attrs`` carries ``rows_read``,
     ``unconfirmed_dropped``, ``layout`` and ``source``. Raises CandleValidationError for a
-    missing column or a ts column mixing epoch units, ValueError for an unknown file type.
+    missing column, a ts column mixing epoch units or a row with more fields than the header
+    (values shifted), ValueError for an unknown file type.
     """
     path = Path(path)
     file_format = _file_format(path)
@@ -205,7 +241,8 @@ def read_candles_file(path: str | Path) -> pd.DataFrame:
         return _read(con, path, file_format)
     except duckdb.Error as exc:
         raise CandleValidationError(
-            f"{path.name}: DuckDB cannot read it as {file_format}: {exc}"
+            f"{path.name}: DuckDB cannot read it as {file_format} (its 'Line' numbers count "
+            f"the header as line 1): {exc}"
         ) from exc
     finally:
         con.close()
@@ -215,6 +252,8 @@ def _read(con: duckdb.DuckDBPyConnection, path: Path, file_format: str) -> pd.Da
     source = _source_sql(path, file_format)
     described = con.execute(f"DESCRIBE SELECT * FROM {source}").fetchall()
     types = {row[0]: str(row[1]) for row in described}
+    if file_format == "csv":
+        _refuse_extra_fields(con, path, source, list(types))
     layout, mapping, confirm = _resolve_layout(path, types)
     value_columns = [c for c in (*VALUE_COLUMNS, *BLOFIN_OPTIONAL) if c in mapping]
     ts_column = (_ident(mapping["ts"]), types[mapping["ts"]])
