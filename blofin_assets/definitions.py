@@ -7,6 +7,7 @@ from dagster import Definitions, in_process_executor
 from blofin_assets.assets.candles import candles
 from blofin_assets.assets.features import features
 from blofin_assets.assets.models import build_model_asset
+from blofin_assets.assets.predictions import build_predictions_asset
 from blofin_assets.assets.results import build_results_asset
 from blofin_assets.assets.targets import targets
 from blofin_assets.checks import DATA_CHECKS, build_served_model_check
@@ -19,8 +20,10 @@ def build_definitions(specs: Sequence[ModelSpec] = MODEL_SPECS) -> Definitions:
     """Built from the environment and the spec table at load time; tests set BLOFIN_* (or pass
     edited specs) and call this."""
     model_assets = [build_model_asset(spec) for spec in specs]
+    results = build_results_asset(model_assets)
+    predictions = build_predictions_asset(results, [spec.name for spec in specs])
     return Definitions(
-        assets=[candles, features, targets, *model_assets, build_results_asset(model_assets)],
+        assets=[candles, features, targets, *model_assets, results, predictions],
         asset_checks=[*DATA_CHECKS, *(build_served_model_check(spec.name) for spec in specs)],
         jobs=[hourly_training_job],
         schedules=[hourly_training_schedule],

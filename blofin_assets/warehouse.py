@@ -373,3 +373,55 @@ def read_training_frame(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
     ).df()
     frame["ts"] = pd.to_datetime(frame["ts"], utc=True)
     return frame
+
+
+PREDICTIONS_DDL = """
+CREATE TABLE IF NOT EXISTS model_predictions (
+    inst_id VARCHAR NOT NULL,
+    ts TIMESTAMPTZ NOT NULL,
+    model_name VARCHAR NOT NULL,
+    model_version VARCHAR NOT NULL,
+    prediction DOUBLE NOT NULL,
+    probability DOUBLE,
+    class_probabilities VARCHAR,
+    predicted_at TIMESTAMPTZ NOT NULL,
+    PRIMARY KEY (inst_id, ts, model_name, model_version)
+)
+"""
+
+
+def latest_feature_rows(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
+    """Each instrument's newest features row: the latest closed bar, label not known yet."""
+    frame = con.execute(
+        "SELECT * FROM features QUALIFY row_number() OVER (PARTITION BY inst_id ORDER BY ts DESC)"
+        " = 1 ORDER BY inst_id"
+    ).df()
+    frame["ts"] = pd.to_datetime(frame["ts"], utc=True)
+    return frame
+
+
+def append_predictions(con: duckdb.DuckDBPyConnection, frame: pd.DataFrame) -> int:
+    """Append-only and idempotent on (inst_id, ts, model_name, model_version)."""
+    con.execute(PREDICTIONS_DDL)
+    if frame.empty:
+        return 0
+    columns = [
+        "inst_id", "ts", "model_name", "model_version", "prediction", "probability",
+        "class_probabilities", "predicted_at",
+    ]  # fmt: skip
+    con.register("incoming_predictions", frame[columns])
+    try:
+        con.execute("BEGIN TRANSACTION")
+        before = con.execute("SELECT count(*) FROM model_predictions").fetchone()[0]
+        con.execute(
+            f"INSERT INTO model_predictions ({', '.join(columns)}) "
+            f"SELECT {', '.join(columns)} FROM incoming_predictions ON CONFLICT DO NOTHING"
+        )
+        after = con.execute("SELECT count(*) FROM model_predictions").fetchone()[0]
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    finally:
+        con.unregister("incoming_predictions")
+    return int(after - before)

@@ -1,0 +1,51 @@
+"""model_predictions: the served models' latest predictions per instrument."""
+
+from collections.abc import Sequence
+
+from dagster import AssetsDefinition, DataVersion, MaterializeResult, MetadataValue, asset
+
+from blofin_assets import warehouse as wh
+from blofin_assets.assets.features import features
+from blofin_assets.assets.metadata import OWNERS
+from blofin_assets.predictions import score_latest
+from blofin_assets.resources import DuckDBWarehouse, ModelStoreResource
+
+
+def build_predictions_asset(
+    results_asset: AssetsDefinition, model_names: Sequence[str]
+) -> AssetsDefinition:
+    @asset(
+        deps=[results_asset, features],
+        group_name="serving",
+        description="For each instrument, the latest closed bar's features scored by each "
+        "*served* model (sha256-verified before loading), table main.model_predictions; "
+        "append-only, idempotent on (inst_id, ts, model_name, model_version).",
+        kinds={"duckdb", "scikit-learn"},
+        owners=OWNERS,
+        code_version="predictions-1",
+        pool="duckdb_writer",
+    )
+    def model_predictions(
+        warehouse: DuckDBWarehouse, model_store: ModelStoreResource
+    ) -> MaterializeResult:
+        with warehouse.connect(read_only=True) as con:
+            latest = wh.latest_feature_rows(con)
+        scored = score_latest(latest, model_names, model_store.models_dir)
+        with warehouse.connect() as con:
+            added = wh.append_predictions(con, scored)
+            total = con.execute("SELECT count(*) FROM model_predictions").fetchone()[0]
+        preview = scored.pivot_table(
+            index="inst_id", columns="model_name", values="prediction", aggfunc="first"
+        )
+        return MaterializeResult(
+            metadata={
+                "rows_added": MetadataValue.int(added),
+                "dagster/row_count": MetadataValue.int(int(total)),
+                "dagster/table_name": "main.model_predictions",
+                "bar_ts": str(latest["ts"].max()),
+                "latest": MetadataValue.md(preview.to_markdown(floatfmt=".6g")),
+            },
+            data_version=DataVersion(f"{total}:{latest['ts'].max()}"),
+        )
+
+    return model_predictions
