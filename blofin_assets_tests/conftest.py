@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,10 +11,12 @@ import duckdb
 import pytest
 from dagster import (
     AssetKey,
+    AssetSelection,
     DagsterInstance,
     Definitions,
     ExecuteInProcessResult,
     instance_for_test,
+    materialize,
 )
 
 # A fixed "now" keeps the demo market, and so every figure, reproducible.
@@ -47,6 +50,23 @@ class Project:
             asset_selection=None if selection is None else [AssetKey(s) for s in selection],
             raise_on_error=True,
         )
+
+    def materialize(
+        self, instance: DagsterInstance, selection: AssetSelection, *, raise_on_error: bool = True
+    ) -> ExecuteInProcessResult:
+        """Run an arbitrary selection (e.g. only an asset check) of the real definitions."""
+        defs = self.defs()
+        return materialize(
+            [*defs.assets, *defs.asset_checks],
+            selection=selection,
+            instance=instance,
+            resources=defs.resources,
+            raise_on_error=raise_on_error,
+        )
+
+    def env(self) -> dict[str, str]:
+        """The environment a subprocess (the dagster CLI) needs to see this project."""
+        return {k: v for k, v in os.environ.items() if k.startswith(("BLOFIN_", "PATH", "HOME"))}
 
     def query(self, sql: str) -> list[tuple]:
         with duckdb.connect(str(self.db_path), read_only=True) as con:
