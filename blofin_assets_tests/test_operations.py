@@ -40,7 +40,7 @@ def cli_materialize(project: Project, dagster_home: Path, log: Path) -> subproce
         [DAGSTER, "asset", "materialize", "--select", "*", "-m", "blofin_assets.definitions"],
         cwd=project.root,
         env=env,
-        stdout=open(log, "w"),  # noqa: SIM115 - closed with the process
+        stdout=open(log, "w"),  # closed when the process ends
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
@@ -61,19 +61,15 @@ def test_tampered_or_truncated_model_file_is_never_unpickled(project: Project, i
     load_model("direction_predictor", project.models_dir)  # restored: loads again
     scaler = served / "scaler.pkl"
     scaler.write_bytes(scaler.read_bytes()[:10])  # truncated
-    with pytest.raises(ModelIntegrityError, match="scaler.pkl"):
+    with pytest.raises(ModelIntegrityError, match=r"scaler\.pkl"):
         load_model("direction_predictor", project.models_dir)
 
 
 def test_loader_checks_the_feature_columns(project: Project, instance) -> None:
     project.run(instance)
     model = load_model("risk_scorer", project.models_dir)
-    rows = project.query("SELECT * FROM features LIMIT 3")
-    columns = [r[0] for r in project.query("SELECT column_name FROM information_schema.columns "
-                                           "WHERE table_name = 'features' ORDER BY ordinal_position")]  # fmt: skip
-    import pandas as pd
-
-    frame = pd.DataFrame(rows, columns=columns)
+    with duckdb.connect(str(project.db_path), read_only=True) as con:
+        frame = con.execute("SELECT * FROM features LIMIT 3").df()
     scores = model.predict(frame)["prediction"]
     assert scores.between(0, 100).all()
     with pytest.raises(ValueError, match="rsi_14"):
@@ -231,9 +227,8 @@ def test_a_held_duckdb_lock_is_waited_out_then_reported(tmp_path: Path) -> None:
     )  # fmt: skip
     assert holder.stdout.readline().strip() == "ready"
     started = time.monotonic()
-    with pytest.raises(DuckDBLockedError) as error:
-        with connect(path, wait_seconds=2.0):
-            pass
+    with pytest.raises(DuckDBLockedError) as error, connect(path, wait_seconds=2.0):
+        pass
     assert time.monotonic() - started >= 2.0
     assert str(holder.pid) in str(error.value) and str(path) in str(error.value)
     holder.stdin.write("1.5\n")  # the holder lets go after 1.5 s: the next wait succeeds
