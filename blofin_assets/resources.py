@@ -1,7 +1,7 @@
 """Resources: settings, the DuckDB file and the model store, configured from BLOFIN_* variables.
 
-Each field defaults to its environment variable (shown as such in the launchpad when set) or to
-the documented default, and any field can be overridden for one run from the Dagster UI.
+Each field defaults to its environment variable or to the documented default, and any single
+field can be overridden for one run from the Dagster launchpad.
 """
 
 from __future__ import annotations
@@ -9,10 +9,11 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import duckdb
 import pandas as pd
-from dagster import ConfigurableResource, EnvVar
+from dagster import ConfigurableResource
 from pydantic import Field
 
 from blofin_assets import warehouse
@@ -36,26 +37,32 @@ DEFAULTS: dict[str, str] = {
 SOURCES = ("demo", "blofin", "file")
 
 
-def env_default(name: str) -> str | EnvVar:
-    """An EnvVar where the variable is set (the UI then shows where the value came from)."""
-    return EnvVar(name) if os.environ.get(name) else DEFAULTS[name]
+def from_env(name: str, cast: type = str) -> Any:
+    """A field default read from the environment when the resource is built.
+
+    Per-field defaults (rather than constructor values) let the launchpad override one field,
+    e.g. ``resources: {settings: {config: {as_of: ...}}}``, and keep the others.
+    """
+    return Field(
+        default_factory=lambda: cast(os.environ.get(name) or DEFAULTS[name]),
+        description=f"{name} (default {DEFAULTS[name] or 'empty'})",
+    )
 
 
 class BlofinSettings(ConfigurableResource):
     """What to ingest and how to train; one object so a run's choices are recorded together."""
 
-    source: str = Field(description="demo | blofin | file")
-    instruments: str = Field(description="Comma list, e.g. BTC-USDT,ETH-USDT")
-    bar: str = Field(description="Bar size, BloFin codes (1m, 5m, 1H, ...)")
-    lookback_days: int = Field(description="History fetched on the first backfill")
-    training_days: int = Field(description="Training window ending at the newest stored candle")
-    horizon: int = Field(description="Label horizon H in bars")
-    api_url: str = Field(description="BloFin REST base URL (source=blofin)")
-    candles_file: str = Field(description="CSV/Parquet path (source=file)")
-    on_bad_rows: str = Field(description="reject (whole batch fails) | quarantine")
-    as_of: str = Field(
-        description="Freeze 'now' (ISO-8601 UTC) for reproducible runs; empty = the real clock"
-    )
+    source: str = from_env("BLOFIN_SOURCE")
+    instruments: str = from_env("BLOFIN_INSTRUMENTS")
+    bar: str = from_env("BLOFIN_BAR")
+    lookback_days: int = from_env("BLOFIN_LOOKBACK_DAYS", int)
+    training_days: int = from_env("BLOFIN_TRAINING_DAYS", int)
+    horizon: int = from_env("BLOFIN_HORIZON", int)
+    api_url: str = from_env("BLOFIN_API_URL")
+    candles_file: str = from_env("BLOFIN_CANDLES_FILE")
+    on_bad_rows: str = from_env("BLOFIN_ON_BAD_ROWS")
+    # Empty = the real clock; an ISO-8601 UTC time freezes "now" for reproducible runs.
+    as_of: str = from_env("BLOFIN_AS_OF")
 
     def instrument_list(self) -> list[str]:
         return parse_instruments(self.instruments)
@@ -93,7 +100,7 @@ class BlofinSettings(ConfigurableResource):
 class DuckDBWarehouse(ConfigurableResource):
     """The DuckDB file holding candles, features, targets and results."""
 
-    path: str = Field(description="BLOFIN_DUCKDB_PATH")
+    path: str = from_env("BLOFIN_DUCKDB_PATH")
     lock_wait_seconds: float = Field(default=120.0, description="Wait this long for a held lock")
 
     @contextmanager
@@ -107,32 +114,16 @@ class DuckDBWarehouse(ConfigurableResource):
 class ModelStoreResource(ConfigurableResource):
     """Where model versions are written and served from."""
 
-    models_dir: str = Field(description="BLOFIN_MODELS_DIR")
+    models_dir: str = from_env("BLOFIN_MODELS_DIR")
 
     def store(self) -> ModelStore:
         return ModelStore(self.models_dir)
 
 
 def default_resources() -> dict[str, ConfigurableResource]:
-    """Resources as the environment configures them; tests build them after setting env."""
-
-    def integer(name: str) -> int | EnvVar:
-        value = env_default(name)
-        return EnvVar.int(name) if isinstance(value, EnvVar) else int(value)
-
+    """Resources as the environment configures them when the definitions are built."""
     return {
-        "settings": BlofinSettings(
-            source=env_default("BLOFIN_SOURCE"),
-            instruments=env_default("BLOFIN_INSTRUMENTS"),
-            bar=env_default("BLOFIN_BAR"),
-            lookback_days=integer("BLOFIN_LOOKBACK_DAYS"),
-            training_days=integer("BLOFIN_TRAINING_DAYS"),
-            horizon=integer("BLOFIN_HORIZON"),
-            api_url=env_default("BLOFIN_API_URL"),
-            candles_file=env_default("BLOFIN_CANDLES_FILE"),
-            on_bad_rows=env_default("BLOFIN_ON_BAD_ROWS"),
-            as_of=env_default("BLOFIN_AS_OF"),
-        ),
-        "warehouse": DuckDBWarehouse(path=env_default("BLOFIN_DUCKDB_PATH")),
-        "model_store": ModelStoreResource(models_dir=env_default("BLOFIN_MODELS_DIR")),
+        "settings": BlofinSettings(),
+        "warehouse": DuckDBWarehouse(),
+        "model_store": ModelStoreResource(),
     }

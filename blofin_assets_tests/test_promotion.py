@@ -1,0 +1,80 @@
+"""The promotion gate in a real run: a candidate failing an ERROR check is kept and recorded as
+rejected, and serving stays on the last good version."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from blofin_assets.ml.store import ModelStore
+from blofin_assets.sources.demo import demo_candles
+from blofin_assets_tests.conftest import Project
+from blofin_assets_tests.markets import periodic_market
+
+END = pd.Timestamp("2026-11-20T12:00", tz="UTC")
+
+
+def write_csv(frame: pd.DataFrame, path: Path) -> None:
+    out = frame.copy()
+    out["ts"] = out["ts"].dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+    out.to_csv(path, index=False)
+
+
+def test_leaky_candidate_is_rejected_and_the_last_good_model_stays_served(
+    project: Project, instance, tmp_path: Path
+) -> None:
+    instruments = ["BTC-USDT", "ETH-USDT"]
+    honest = demo_candles(instruments, "1m", END - pd.Timedelta(days=3), END)
+    csv = tmp_path / "candles.csv"
+    write_csv(honest, csv)
+    project.set_env(
+        BLOFIN_SOURCE="file",
+        BLOFIN_CANDLES_FILE=str(csv),
+        BLOFIN_INSTRUMENTS=",".join(instruments),
+        BLOFIN_AS_OF=str(END + pd.Timedelta(days=3, minutes=1)),
+    )
+    project.run(instance)
+    store = ModelStore(project.models_dir)
+    good = store.served_version("direction_predictor")
+
+    # Three more days in which price is a perfect sine: direction becomes "predictable".
+    periodic = periodic_market(3 * 1440)
+    periodic["ts"] = periodic["ts"] - periodic["ts"].min() + END
+    write_csv(pd.concat([honest, periodic]), csv)
+    result = project.run(instance)
+    assert result.success  # a failing check does not fail the run: the asset gates serving
+
+    status, reason, version = project.query(
+        "SELECT status, status_reason, version FROM ml_model_results "
+        "WHERE model_name = 'direction_predictor' ORDER BY id DESC LIMIT 1"
+    )[0]
+    assert status == "rejected" and "leakage_alarm" in reason and "LEAKAGE" in reason
+    assert version != good
+    assert store.served_version("direction_predictor") == good
+    served_metadata = json.loads(
+        (project.models_dir / "model_direction_predictor" / "metadata.json").read_text()
+    )
+    assert served_metadata["version"] == good and served_metadata["status"] == "promoted"
+    candidate = store.read_metadata("direction_predictor", version)
+    assert candidate["status"] == "rejected" and candidate["metrics"]["accuracy"] > 0.75
+
+    (materialization,) = result.asset_materializations_for_node("direction_predictor")
+    assert materialization.metadata["status"].value == "rejected"
+    assert materialization.metadata["served_version"].value == good
+    leakage = next(
+        e
+        for e in result.get_asset_check_evaluations()
+        if e.asset_key.to_user_string() == "direction_predictor" and e.check_name == "leakage_alarm"
+    )
+    assert not leakage.passed and leakage.severity.value == "ERROR"
+    # Predictions come from the served (good) version, never from the rejected candidate.
+    versions = {
+        row[0]
+        for row in project.query(
+            "SELECT DISTINCT model_version FROM model_predictions "
+            "WHERE model_name = 'direction_predictor'"
+        )
+    }
+    assert versions == {good}

@@ -1,0 +1,109 @@
+"""Each data-quality verdict passes on clean tables and fails on tables built to trip it."""
+
+from __future__ import annotations
+
+import duckdb
+import numpy as np
+import pandas as pd
+import pytest
+
+from blofin_assets import quality
+from blofin_assets.ml.dataset import feature_table, target_table
+from blofin_assets.sources.demo import demo_candles
+
+END = pd.Timestamp("2026-11-20T12:00", tz="UTC")
+BAR = pd.Timedelta(minutes=1)
+
+
+@pytest.fixture(scope="module")
+def market() -> pd.DataFrame:
+    return demo_candles(["BTC-USDT", "ETH-USDT"], "1m", END - pd.Timedelta(days=2), END)
+
+
+def database(**tables: pd.DataFrame) -> duckdb.DuckDBPyConnection:
+    """An in-memory warehouse holding exactly these tables (no keys, so bad data can exist)."""
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    for name, frame in tables.items():
+        con.register("frame", frame)
+        con.execute(f"CREATE TABLE {name} AS SELECT * FROM frame")
+        con.unregister("frame")
+    return con
+
+
+def test_duplicates(market: pd.DataFrame) -> None:
+    assert quality.candles_unique(database(candles=market)).passed
+    doubled = pd.concat([market, market.iloc[[10, 20, 30]]])
+    outcome = quality.candles_unique(database(candles=doubled))
+    assert not outcome.passed and outcome.metadata["duplicates"] == 3
+
+
+@pytest.mark.parametrize(
+    ("column", "value", "kind"),
+    [
+        ("low", 1e9, "ohlc_inconsistent"),
+        ("high", 1.0, "ohlc_inconsistent"),
+        ("close", -5.0, "non_positive_price"),
+        ("volume", -1.0, "negative_volume"),
+        ("open", float("inf"), "non_finite"),
+    ],
+)
+def test_ohlc_consistency(market: pd.DataFrame, column: str, value: float, kind: str) -> None:
+    assert quality.candles_ohlc_valid(database(candles=market)).passed
+    broken = market.copy()
+    broken.loc[5, column] = value
+    outcome = quality.candles_ohlc_valid(database(candles=broken))
+    assert not outcome.passed and outcome.metadata[kind] >= 1, outcome.description
+
+
+def test_gaps_are_counted_per_instrument(market: pd.DataFrame) -> None:
+    assert quality.candles_gaps(database(candles=market), BAR).passed
+    holed = market.drop(index=range(100, 160))  # one hour missing from the first instrument
+    outcome = quality.candles_gaps(database(candles=holed), BAR)
+    assert not outcome.passed and outcome.severity == "WARN"
+    assert outcome.metadata["per_instrument"] == {"BTC-USDT": 1, "ETH-USDT": 0}
+    assert outcome.metadata["largest_gap_bars"] == 61
+
+
+def test_freshness(market: pd.DataFrame) -> None:
+    con = database(candles=market)
+    assert quality.candles_fresh(con, now=END + pd.Timedelta(seconds=30), bar=BAR, live=True).passed
+    late = quality.candles_fresh(con, now=END + pd.Timedelta(minutes=10), bar=BAR, live=True)
+    assert not late.passed and late.metadata["lag_bars"]["BTC-USDT"] == pytest.approx(10)
+    historical = quality.candles_fresh(con, now=END + pd.Timedelta(days=90), bar=BAR, live=False)
+    assert historical.passed and "does not apply" in historical.description
+
+
+def test_finite_values(market: pd.DataFrame) -> None:
+    features = feature_table(market, market["ts"].min())
+    columns = [c for c in features.columns if c not in ("inst_id", "ts", "close")]
+    assert quality.finite_columns(database(features=features), "features", columns).passed
+    features.loc[3, "rsi_14"] = np.nan
+    features.loc[4, "ret_5"] = np.inf
+    outcome = quality.finite_columns(database(features=features), "features", columns)
+    assert not outcome.passed
+    assert outcome.metadata["bad_by_column"] == {"ret_5": 1, "rsi_14": 1}
+
+
+def test_labels_never_among_features(market: pd.DataFrame) -> None:
+    features = feature_table(market, market["ts"].min())
+    assert quality.labels_not_features(database(features=features)).passed
+    features["target_direction"] = 1
+    outcome = quality.labels_not_features(database(features=features))
+    assert not outcome.passed and outcome.metadata["leaked"] == ["target_direction"]
+
+
+def test_features_and_targets_align(market: pd.DataFrame) -> None:
+    start = market["ts"].min()
+    features, targets = feature_table(market, start), target_table(market, start, 5)
+    assert quality.features_targets_aligned(database(features=features, targets=targets), 5).passed
+    missing_features = features.drop(index=features.index[100:110])
+    outcome = quality.features_targets_aligned(
+        database(features=missing_features, targets=targets), 5
+    )
+    assert not outcome.passed and outcome.metadata["labels_without_features"] == 10
+    missing_labels = targets.drop(index=targets.index[200:203])
+    outcome = quality.features_targets_aligned(
+        database(features=features, targets=missing_labels), 5
+    )
+    assert not outcome.passed and outcome.metadata["unlabelled_inside"] == 3
