@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
+import duckdb
 import pytest
 from playwright.sync_api import Page, sync_playwright
 
@@ -78,6 +79,7 @@ mutation($params: ExecutionParams!) {
   }
 }
 """
+RUN_TIMES = "query($id: ID!) { runOrError(runId: $id) { ... on Run { startTime endTime } } }"
 RUN_STATUS = "query($id: ID!) { runOrError(runId: $id) { __typename ... on Run { status } } }"
 ASSET_NODES = """
 {
@@ -168,6 +170,12 @@ def wait_for_run(server: DagsterDev, run_id: str, timeout: float = 240) -> None:
         assert status not in TERMINAL_FAILURES, f"run {run_id} ended {status}"
         time.sleep(2)
     raise TimeoutError(f"run {run_id} still {status} after {timeout:.0f}s")
+
+
+def run_window(server: DagsterDev, run_id: str) -> tuple[float, float]:
+    """When a run really executed (start and end time, epoch seconds)."""
+    run = server.graphql(RUN_TIMES, {"id": run_id})["runOrError"]
+    return run["startTime"], run["endTime"]
 
 
 def asset_nodes(server: DagsterDev) -> dict[str, dict[str, Any]]:
@@ -304,4 +312,20 @@ def test_materialize_all_in_dagster_dev_then_new_candles_make_models_stale(
 
         groups = sorted({node["groupName"] for node in nodes.values()})
         screenshot_asset_graph(server.url, groups, [SCREENSHOT, tmp_path / "asset_graph.png"])
+
+        # The schedule and a manual "Materialize all" overlap: the shipped dagster.yaml queues
+        # them, so both succeed, one after the other, with no duplicate or lost rows.
+        first, second = (launch_run(server, repository, {}) for _ in range(2))
+        for run_id in (first, second):
+            wait_for_run(server, run_id)
+        windows = sorted(run_window(server, run_id) for run_id in (first, second))
+        assert windows[0][1] <= windows[1][0], f"runs overlapped: {windows}"
     assert SCREENSHOT.stat().st_size > 10_000
+    with duckdb.connect(env["BLOFIN_DUCKDB_PATH"], read_only=True) as con:
+        assert con.execute(
+            "SELECT count(*), count(DISTINCT (inst_id, ts)) FROM candles"
+        ).fetchone() == (3 * 3 * 1440 + 3 * 60, 3 * 3 * 1440 + 3 * 60)  # 3 days + 1 hour
+        # One full run, a data-only run, then two full runs: 3 x 5 results, none twice.
+        assert con.execute(
+            "SELECT count(*), count(DISTINCT (model_name, version)) FROM ml_model_results"
+        ).fetchone() == (15, 15)
