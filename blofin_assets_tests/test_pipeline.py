@@ -9,7 +9,7 @@ import joblib
 import numpy as np
 import pandas as pd
 import pytest
-from dagster import AssetKey, FloatMetadataValue
+from dagster import AssetKey, DefaultScheduleStatus, Definitions, FloatMetadataValue
 
 from blofin_assets.ml.specs import MODEL_SPECS
 from blofin_assets.ml.store import sha256_file
@@ -151,7 +151,9 @@ def test_default_demo_market_direction_is_a_coin_flip_and_volatility_is_predicta
 def test_asset_graph_shape(project: Project) -> None:
     graph = project.defs().resolve_asset_graph()
     keys = {key.to_user_string() for key in graph.get_all_asset_keys()}
-    assert keys == {"candles", "features", "targets", "ml_model_results", *MODEL_NAMES}
+    assert keys == {
+        "candles", "features", "targets", *MODEL_NAMES, "ml_model_results", "model_predictions"
+    }  # fmt: skip
     for name in MODEL_NAMES:
         node = graph.get(AssetKey(name))
         assert {p.to_user_string() for p in node.parent_keys} == {"features", "targets"}
@@ -160,3 +162,14 @@ def test_asset_graph_shape(project: Project) -> None:
     assert {p.to_user_string() for p in graph.get(AssetKey("ml_model_results")).parent_keys} == set(
         MODEL_NAMES
     )
+
+
+def test_definitions_are_loadable_as_dagster_loads_them(project: Project) -> None:
+    from blofin_assets.definitions import defs
+
+    Definitions.validate_loadable(defs)
+    Definitions.validate_loadable(project.defs())
+    schedule = project.defs().resolve_schedule_def("hourly_training_schedule")
+    assert schedule.cron_schedule == "5 * * * *"
+    assert schedule.execution_timezone == "UTC"
+    assert schedule.default_status == DefaultScheduleStatus.RUNNING
