@@ -33,6 +33,7 @@ class IngestReport:
     requests: int
     fingerprint: dict[str, Any]
     validation: dict[str, int] = field(default_factory=dict)
+    stored_sources: list[str] = field(default_factory=list)
 
 
 def fetch_window(
@@ -98,6 +99,7 @@ def ingest_candles(settings: BlofinSettings, db: DuckDBWarehouse) -> IngestRepor
             con, validated.clean, source=settings.source, rejected=validated.rejected
         )
         fingerprint = warehouse.candles_fingerprint(con)
+        stored_sources = warehouse.candle_sources(con)
     return IngestReport(
         source=settings.source,
         synthetic=settings.source == "demo",
@@ -107,4 +109,5 @@ def ingest_candles(settings: BlofinSettings, db: DuckDBWarehouse) -> IngestRepor
         requests=requests,
         fingerprint=fingerprint,
         validation=dict(validated.stats),
+        stored_sources=stored_sources,
     )

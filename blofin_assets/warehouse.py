@@ -77,6 +77,7 @@ RESULTS_COLUMNS: dict[str, str] = {
     "model_path": "VARCHAR",
     "data_start": "TIMESTAMPTZ",
     "data_end": "TIMESTAMPTZ",
+    "data_sources": "VARCHAR",
     "recorded_at": "TIMESTAMPTZ",
 }
 
@@ -425,3 +426,12 @@ def append_predictions(con: duckdb.DuckDBPyConnection, frame: pd.DataFrame) -> i
     finally:
         con.unregister("incoming_predictions")
     return int(after - before)
+
+
+def candle_sources(con: duckdb.DuckDBPyConnection) -> list[str]:
+    """Where the stored candles came from, so every downstream asset can say so."""
+    if not table_exists(con, "candles"):
+        return []
+    return [
+        row[0] for row in con.execute("SELECT DISTINCT source FROM candles ORDER BY 1").fetchall()
+    ]

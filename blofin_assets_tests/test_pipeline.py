@@ -36,7 +36,13 @@ def test_materialize_all_builds_every_table_and_model(project: Project, instance
     assert (candles, instruments, duplicates) == (3 * 3 * 1440, 3, 0)
     tables = {row[0] for row in project.query("SELECT table_name FROM information_schema.tables")}
     assert {"candles", "features", "targets", "ml_model_results"} <= tables
-    assert materialization(result, "candles")["synthetic"].value is True
+    # Synthetic data is labelled on every materialization it flows into, and in model files.
+    for asset in ["candles", "features", "targets", *MODEL_NAMES, "model_predictions"]:
+        assert materialization(result, asset)["synthetic"].value is True, asset
+        assert materialization(result, asset)["data_label"].value == "SYNTHETIC demo market"
+    assert {row[0] for row in project.query("SELECT data_sources FROM ml_model_results")} == {
+        "demo"
+    }
 
     rows = project.query(
         "SELECT model_name, status, train_accuracy, test_accuracy, r2, mae, primary_value, "
@@ -65,6 +71,7 @@ def test_served_files_load_and_predict_from_features(project: Project, instance)
                     "baseline", "skill", "sha256"):  # fmt: skip
             assert key in metadata
         assert metadata["sha256"]["model.pkl"] == sha256_file(folder / "model.pkl")
+        assert metadata["synthetic_data"] is True and metadata["data_sources"] == ["demo"]
         assert metadata["sha256"]["scaler.pkl"] == sha256_file(folder / "scaler.pkl")
 
         model = joblib.load(folder / "model.pkl")

@@ -2,7 +2,7 @@
 
 from dagster import AssetExecutionContext, DataVersion, MaterializeResult, MetadataValue, asset
 
-from blofin_assets.assets.metadata import OWNERS
+from blofin_assets.assets.metadata import OWNERS, provenance
 from blofin_assets.ingest import ingest_candles
 from blofin_assets.resources import BlofinSettings, DuckDBWarehouse
 
@@ -27,10 +27,7 @@ def candles(
     return MaterializeResult(
         metadata={
             "source": report.source,
-            "synthetic": MetadataValue.bool(report.synthetic),
-            "data_label": "SYNTHETIC demo market"
-            if report.synthetic
-            else f"real ({report.source})",
+            **provenance(report.stored_sources),
             "new_rows": MetadataValue.int(report.new_rows),
             "fetched_rows": MetadataValue.int(report.fetched_rows),
             "rejected_rows": MetadataValue.int(report.rejected_rows),

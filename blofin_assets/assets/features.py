@@ -4,7 +4,7 @@ from dagster import DataVersion, MaterializeResult, MetadataValue, asset
 
 from blofin_assets import warehouse as wh
 from blofin_assets.assets.candles import candles
-from blofin_assets.assets.metadata import OWNERS, table_metadata, time_span
+from blofin_assets.assets.metadata import OWNERS, provenance, table_metadata, time_span
 from blofin_assets.ml.dataset import feature_table, read_start, window_start
 from blofin_assets.ml.features import FEATURE_COLUMNS
 from blofin_assets.resources import BlofinSettings, DuckDBWarehouse
@@ -23,6 +23,7 @@ from blofin_assets.resources import BlofinSettings, DuckDBWarehouse
 def features(settings: BlofinSettings, warehouse: DuckDBWarehouse) -> MaterializeResult:
     with warehouse.connect(read_only=True) as con:
         newest = wh.newest_candle_ts(con)
+        sources = wh.candle_sources(con)
         candle_frame = wh.read_candles(
             con, start=read_start(newest, settings.training_days, settings.bar_delta())
         )
@@ -37,6 +38,7 @@ def features(settings: BlofinSettings, warehouse: DuckDBWarehouse) -> Materializ
         metadata={
             **table_metadata(table, "features", warehouse.path),
             **time_span(table),
+            **provenance(sources),
             "feature_count": MetadataValue.int(len(FEATURE_COLUMNS)),
             "feature_columns": MetadataValue.json(FEATURE_COLUMNS),
             "candles_read": MetadataValue.int(len(candle_frame)),

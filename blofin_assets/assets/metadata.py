@@ -27,3 +27,13 @@ def time_span(frame: pd.DataFrame) -> dict[str, Any]:
     if frame.empty:
         return {"first_ts": "none", "last_ts": "none"}
     return {"first_ts": str(frame["ts"].min()), "last_ts": str(frame["ts"].max())}
+
+
+def provenance(sources: list[str]) -> dict[str, Any]:
+    """Synthetic data is labelled on every materialization, never only on the first."""
+    synthetic = "demo" in sources
+    return {
+        "data_sources": ", ".join(sources) or "none",
+        "synthetic": MetadataValue.bool(synthetic),
+        "data_label": "SYNTHETIC demo market" if synthetic else "real market data",
+    }

@@ -22,7 +22,7 @@ from dagster import (
 
 from blofin_assets import warehouse as wh
 from blofin_assets.assets.features import features
-from blofin_assets.assets.metadata import OWNERS
+from blofin_assets.assets.metadata import OWNERS, provenance
 from blofin_assets.assets.targets import targets
 from blofin_assets.ml.gates import REGRESSION_HISTORY
 from blofin_assets.ml.publish import PublishedModel, train_and_publish
@@ -101,6 +101,7 @@ def build_model_asset(spec: ModelSpec) -> AssetsDefinition:
         with warehouse.connect(read_only=True) as con:
             frame = wh.read_training_frame(con)
             history = wh.promoted_skills(con, spec.name, REGRESSION_HISTORY)
+            sources = wh.candle_sources(con)
         published = train_and_publish(
             spec,
             frame,
@@ -108,6 +109,7 @@ def build_model_asset(spec: ModelSpec) -> AssetsDefinition:
             horizon=settings.horizon,
             promoted_skills=history,
             run_id=context.run.run_id,
+            data_sources=sources,
         )
         if published.status != "promoted":
             context.log.error(
@@ -115,7 +117,7 @@ def build_model_asset(spec: ModelSpec) -> AssetsDefinition:
                 f"{published.served_version}: {published.status_reason}"
             )
         return MaterializeResult(
-            metadata=materialization_metadata(published),
+            metadata={**materialization_metadata(published), **provenance(sources)},
             check_results=[
                 AssetCheckResult(
                     check_name=gate.check_name,

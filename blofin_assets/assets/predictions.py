@@ -6,7 +6,7 @@ from dagster import AssetsDefinition, DataVersion, MaterializeResult, MetadataVa
 
 from blofin_assets import warehouse as wh
 from blofin_assets.assets.features import features
-from blofin_assets.assets.metadata import OWNERS
+from blofin_assets.assets.metadata import OWNERS, provenance
 from blofin_assets.predictions import score_latest
 from blofin_assets.resources import DuckDBWarehouse, ModelStoreResource
 
@@ -30,6 +30,7 @@ def build_predictions_asset(
     ) -> MaterializeResult:
         with warehouse.connect(read_only=True) as con:
             latest = wh.latest_feature_rows(con)
+            sources = wh.candle_sources(con)
         scored = score_latest(latest, model_names, model_store.models_dir)
         with warehouse.connect() as con:
             added = wh.append_predictions(con, scored)
@@ -43,6 +44,7 @@ def build_predictions_asset(
                 "dagster/row_count": MetadataValue.int(int(total)),
                 "dagster/table_name": "main.model_predictions",
                 "bar_ts": str(latest["ts"].max()),
+                **provenance(sources),
                 "latest": MetadataValue.md(preview.to_markdown(floatfmt=".6g")),
             },
             data_version=DataVersion(f"{total}:{latest['ts'].max()}"),

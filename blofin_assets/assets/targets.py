@@ -4,7 +4,7 @@ from dagster import DataVersion, MaterializeResult, MetadataValue, asset
 
 from blofin_assets import warehouse as wh
 from blofin_assets.assets.candles import candles
-from blofin_assets.assets.metadata import OWNERS, table_metadata, time_span
+from blofin_assets.assets.metadata import OWNERS, provenance, table_metadata, time_span
 from blofin_assets.ml.dataset import read_start, target_table, window_start
 from blofin_assets.resources import BlofinSettings, DuckDBWarehouse
 
@@ -23,6 +23,7 @@ from blofin_assets.resources import BlofinSettings, DuckDBWarehouse
 def targets(settings: BlofinSettings, warehouse: DuckDBWarehouse) -> MaterializeResult:
     with warehouse.connect(read_only=True) as con:
         newest = wh.newest_candle_ts(con)
+        sources = wh.candle_sources(con)
         candle_frame = wh.read_candles(
             con, start=read_start(newest, settings.training_days, settings.bar_delta())
         )
@@ -37,6 +38,7 @@ def targets(settings: BlofinSettings, warehouse: DuckDBWarehouse) -> Materialize
         metadata={
             **table_metadata(table, "targets", warehouse.path),
             **time_span(table),
+            **provenance(sources),
             "horizon_bars": MetadataValue.int(settings.horizon),
             "direction_up_share": MetadataValue.float(float(table["target_direction"].mean())),
             "momentum_class_shares": MetadataValue.json(

@@ -125,6 +125,7 @@ def train_and_publish(
     horizon: int,
     promoted_skills: Sequence[float],
     run_id: str,
+    data_sources: Sequence[str] = (),
     trained_at: pd.Timestamp | None = None,
 ) -> PublishedModel:
     """The whole life of one candidate; no path serves a model that failed an ERROR gate."""
@@ -148,6 +149,8 @@ def train_and_publish(
         run_id=run_id,
         horizon=horizon,
     )
+    metadata["data_sources"] = list(data_sources)
+    metadata["synthetic_data"] = "demo" in data_sources
     store.clean_staging(spec.name)
     version_dir = store.save_version(
         spec.name,
@@ -205,5 +208,6 @@ def result_row(metadata: dict[str, Any], model_path: str) -> dict[str, Any]:
         "model_path": model_path,
         "data_start": pd.Timestamp(window["start"]) if window.get("start") else None,
         "data_end": pd.Timestamp(window["end"]) if window.get("end") else None,
+        "data_sources": ",".join(metadata.get("data_sources", [])) or None,
         "recorded_at": pd.Timestamp.now(tz="UTC"),
     }
