@@ -19,7 +19,8 @@ from blofin_assets.sources.demo import demo_candles, latest_closed_bar_open
 from blofin_assets.sources.files import read_candles_file
 from blofin_assets.sources.validation import validate_candles
 
-# Re-fetched bars before the newest stored one: cheap insurance against a late-revised bar.
+# Bars re-fetched before the newest stored one, so a bar missed at the edge of the last fetch
+# is picked up. Stored closed bars are never rewritten (ON CONFLICT DO NOTHING).
 OVERLAP_BARS = 5
 
 
@@ -61,17 +62,17 @@ def fetch_raw(
         return read_candles_file(settings.candles_file), 0
     frames = []
     requests = 0
-    client = BlofinClient(settings.api_url) if settings.source == "blofin" else None
-    for inst_id, (start, end) in fetch_window(settings, latest, now).items():
-        if start >= end:
-            continue
-        if client is None:
-            frame = demo_candles([inst_id], settings.bar, start, end)
-            frame["origin"] = f"demo market {inst_id} {start.isoformat()}..{end.isoformat()}"
-        else:
-            frame, report = client.fetch_candles(inst_id, settings.bar, start, end)
-            requests += report.requests
-        frames.append(frame)
+    with BlofinClient(settings.api_url) as client:
+        for inst_id, (start, end) in fetch_window(settings, latest, now).items():
+            if start >= end:
+                continue
+            if settings.source == "demo":
+                frame = demo_candles([inst_id], settings.bar, start, end)
+                frame["origin"] = f"demo market {inst_id} {start.isoformat()}..{end.isoformat()}"
+            else:
+                frame, report = client.fetch_candles(inst_id, settings.bar, start, end)
+                requests += report.requests
+            frames.append(frame)
     if not frames:
         return pd.DataFrame(columns=[*CANDLE_COLUMNS, "origin"]), requests
     return pd.concat(frames, ignore_index=True), requests
@@ -94,6 +95,13 @@ def ingest_candles(settings: BlofinSettings, db: DuckDBWarehouse) -> IngestRepor
         allow_empty=bool(latest),
         source_label=settings.source,
     )
+    never_stored = sorted(set(settings.instrument_list()) - set(latest))
+    empty = [i for i in never_stored if not (validated.clean["inst_id"] == i).any()]
+    if empty:
+        raise ValueError(
+            f"{settings.source} source: no candles for {empty} on their first backfill "
+            f"({len(validated.clean)} clean rows for the other instruments); nothing stored"
+        )
     with db.connect() as con:
         new_rows = warehouse.upsert_candles(
             con, validated.clean, source=settings.source, rejected=validated.rejected

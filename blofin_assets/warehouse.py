@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import pandas as pd
@@ -135,6 +136,12 @@ def connect(
         con.close()
 
 
+def scalar(con: duckdb.DuckDBPyConnection, sql: str, params: list[object] | None = None) -> Any:
+    """One value, with the result fully consumed: DuckDB refuses to register a frame on a
+    connection that still holds an unfinished result (fetchone leaves it open)."""
+    return con.execute(sql, params or []).fetchall()[0][0]
+
+
 def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
     con.execute(CANDLES_DDL)
     con.execute(CANDLES_REJECTED_DDL)
@@ -197,12 +204,12 @@ def upsert_candles(
     con.register("incoming_candles", batch[columns])
     try:
         con.execute("BEGIN TRANSACTION")
-        before = con.execute("SELECT count(*) FROM candles").fetchone()[0]
+        before = scalar(con, "SELECT count(*) FROM candles")
         con.execute(
             f"INSERT INTO candles ({', '.join(columns)}) "
             f"SELECT {', '.join(columns)} FROM incoming_candles ON CONFLICT DO NOTHING"
         )
-        after = con.execute("SELECT count(*) FROM candles").fetchone()[0]
+        after = scalar(con, "SELECT count(*) FROM candles")
         if rejected is not None:
             insert_rejected(con, rejected, source=source)
         con.execute("COMMIT")
@@ -223,10 +230,17 @@ def insert_rejected(con: duckdb.DuckDBPyConnection, rejected: pd.DataFrame, *, s
     batch["rejected_at"] = pd.Timestamp.now(tz="UTC")
     con.register("incoming_rejected", batch)
     try:
-        con.execute("INSERT INTO candles_rejected SELECT * FROM incoming_rejected")
+        # A bad bar re-fetched in the next run's overlap is quarantined once, not every hour.
+        before = scalar(con, "SELECT count(*) FROM candles_rejected")
+        con.execute(
+            "INSERT INTO candles_rejected SELECT * FROM incoming_rejected AS i WHERE NOT EXISTS ("
+            "SELECT 1 FROM candles_rejected AS r WHERE r.inst_id IS NOT DISTINCT FROM i.inst_id "
+            "AND r.ts IS NOT DISTINCT FROM i.ts AND r.origin IS NOT DISTINCT FROM i.origin "
+            "AND r.reason = i.reason AND r.raw IS NOT DISTINCT FROM i.raw)"
+        )
+        return int(scalar(con, "SELECT count(*) FROM candles_rejected") - before)
     finally:
         con.unregister("incoming_rejected")
-    return len(batch)
 
 
 def latest_candle_ts(con: duckdb.DuckDBPyConnection) -> dict[str, pd.Timestamp]:
@@ -315,7 +329,7 @@ def append_results(con: duckdb.DuckDBPyConnection, rows: Sequence[dict[str, obje
     con.register("incoming_results", frame[columns])
     try:
         con.execute("BEGIN TRANSACTION")
-        next_id = con.execute("SELECT coalesce(max(id), 0) FROM ml_model_results").fetchone()[0]
+        next_id = scalar(con, "SELECT coalesce(max(id), 0) FROM ml_model_results")
         quoted = ", ".join(quote_identifier(c) for c in columns)
         con.execute(
             f"INSERT INTO ml_model_results (id, {quoted}) "
@@ -413,12 +427,12 @@ def append_predictions(con: duckdb.DuckDBPyConnection, frame: pd.DataFrame) -> i
     con.register("incoming_predictions", frame[columns])
     try:
         con.execute("BEGIN TRANSACTION")
-        before = con.execute("SELECT count(*) FROM model_predictions").fetchone()[0]
+        before = scalar(con, "SELECT count(*) FROM model_predictions")
         con.execute(
             f"INSERT INTO model_predictions ({', '.join(columns)}) "
             f"SELECT {', '.join(columns)} FROM incoming_predictions ON CONFLICT DO NOTHING"
         )
-        after = con.execute("SELECT count(*) FROM model_predictions").fetchone()[0]
+        after = scalar(con, "SELECT count(*) FROM model_predictions")
         con.execute("COMMIT")
     except BaseException:
         con.execute("ROLLBACK")
