@@ -142,6 +142,43 @@ def scalar(con: duckdb.DuckDBPyConnection, sql: str, params: list[object] | None
     return con.execute(sql, params or []).fetchall()[0][0]
 
 
+@contextmanager
+def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
+    """All or nothing: a failure anywhere inside leaves every table as it was."""
+    con.execute("BEGIN TRANSACTION")
+    try:
+        yield
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+
+
+@contextmanager
+def registered(con: duckdb.DuckDBPyConnection, name: str, frame: pd.DataFrame) -> Iterator[str]:
+    """A DataFrame visible to SQL under ``name`` for the duration of the block."""
+    con.register(name, frame)
+    try:
+        yield name
+    finally:
+        con.unregister(name)
+
+
+def insert_new_rows(
+    con: duckdb.DuckDBPyConnection, table: str, frame: pd.DataFrame, columns: list[str]
+) -> int:
+    """Insert the rows whose primary key is not stored yet; returns how many were new."""
+    quoted = ", ".join(quote_identifier(c) for c in columns)
+    name = quote_identifier(table)
+    with registered(con, "incoming_rows", frame[columns]):
+        before = scalar(con, f"SELECT count(*) FROM {name}")
+        con.execute(
+            f"INSERT INTO {name} ({quoted}) SELECT {quoted} FROM incoming_rows "
+            "ON CONFLICT DO NOTHING"
+        )
+        return int(scalar(con, f"SELECT count(*) FROM {name}") - before)
+
+
 def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
     con.execute(CANDLES_DDL)
     con.execute(CANDLES_REJECTED_DDL)
@@ -201,24 +238,11 @@ def upsert_candles(
         "inst_id", "ts", "open", "high", "low", "close", "volume",
         "volume_currency", "volume_quote", "source", "ingested_at",
     ]  # fmt: skip
-    con.register("incoming_candles", batch[columns])
-    try:
-        con.execute("BEGIN TRANSACTION")
-        before = scalar(con, "SELECT count(*) FROM candles")
-        con.execute(
-            f"INSERT INTO candles ({', '.join(columns)}) "
-            f"SELECT {', '.join(columns)} FROM incoming_candles ON CONFLICT DO NOTHING"
-        )
-        after = scalar(con, "SELECT count(*) FROM candles")
+    with transaction(con):
+        new_rows = insert_new_rows(con, "candles", batch, columns)
         if rejected is not None:
             insert_rejected(con, rejected, source=source)
-        con.execute("COMMIT")
-    except BaseException:
-        con.execute("ROLLBACK")
-        raise
-    finally:
-        con.unregister("incoming_candles")
-    return int(after - before)
+    return new_rows
 
 
 def insert_rejected(con: duckdb.DuckDBPyConnection, rejected: pd.DataFrame, *, source: str) -> int:
@@ -228,8 +252,7 @@ def insert_rejected(con: duckdb.DuckDBPyConnection, rejected: pd.DataFrame, *, s
     batch = rejected[["inst_id", "ts", "raw", "origin", "reason"]].copy()
     batch["source"] = source
     batch["rejected_at"] = pd.Timestamp.now(tz="UTC")
-    con.register("incoming_rejected", batch)
-    try:
+    with registered(con, "incoming_rejected", batch):
         # A bad bar re-fetched in the next run's overlap is quarantined once, not every hour.
         before = scalar(con, "SELECT count(*) FROM candles_rejected")
         con.execute(
@@ -239,8 +262,6 @@ def insert_rejected(con: duckdb.DuckDBPyConnection, rejected: pd.DataFrame, *, s
             "AND r.reason = i.reason AND r.raw IS NOT DISTINCT FROM i.raw)"
         )
         return int(scalar(con, "SELECT count(*) FROM candles_rejected") - before)
-    finally:
-        con.unregister("incoming_rejected")
 
 
 def latest_candle_ts(con: duckdb.DuckDBPyConnection) -> dict[str, pd.Timestamp]:
@@ -283,16 +304,8 @@ def read_candles(
 def replace_table(con: duckdb.DuckDBPyConnection, table: str, frame: pd.DataFrame) -> None:
     """Swap a derived table's whole content in one transaction (readers see old or new)."""
     name = quote_identifier(table)
-    con.register("replacement_frame", frame)
-    try:
-        con.execute("BEGIN TRANSACTION")
+    with registered(con, "replacement_frame", frame), transaction(con):
         con.execute(f"CREATE OR REPLACE TABLE {name} AS SELECT * FROM replacement_frame")
-        con.execute("COMMIT")
-    except BaseException:
-        con.execute("ROLLBACK")
-        raise
-    finally:
-        con.unregister("replacement_frame")
 
 
 def frame_fingerprint(frame: pd.DataFrame) -> str:
@@ -326,9 +339,7 @@ def append_results(con: duckdb.DuckDBPyConnection, rows: Sequence[dict[str, obje
         if column not in frame.columns:
             frame[column] = None
     columns = [c for c in RESULTS_COLUMNS if c != "id"]
-    con.register("incoming_results", frame[columns])
-    try:
-        con.execute("BEGIN TRANSACTION")
+    with registered(con, "incoming_results", frame[columns]), transaction(con):
         next_id = scalar(con, "SELECT coalesce(max(id), 0) FROM ml_model_results")
         quoted = ", ".join(quote_identifier(c) for c in columns)
         con.execute(
@@ -337,12 +348,6 @@ def append_results(con: duckdb.DuckDBPyConnection, rows: Sequence[dict[str, obje
             "FROM incoming_results",
             [int(next_id)],
         )
-        con.execute("COMMIT")
-    except BaseException:
-        con.execute("ROLLBACK")
-        raise
-    finally:
-        con.unregister("incoming_results")
     return len(fresh)
 
 
@@ -424,22 +429,8 @@ def append_predictions(con: duckdb.DuckDBPyConnection, frame: pd.DataFrame) -> i
         "inst_id", "ts", "model_name", "model_version", "prediction", "probability",
         "class_probabilities", "predicted_at",
     ]  # fmt: skip
-    con.register("incoming_predictions", frame[columns])
-    try:
-        con.execute("BEGIN TRANSACTION")
-        before = scalar(con, "SELECT count(*) FROM model_predictions")
-        con.execute(
-            f"INSERT INTO model_predictions ({', '.join(columns)}) "
-            f"SELECT {', '.join(columns)} FROM incoming_predictions ON CONFLICT DO NOTHING"
-        )
-        after = scalar(con, "SELECT count(*) FROM model_predictions")
-        con.execute("COMMIT")
-    except BaseException:
-        con.execute("ROLLBACK")
-        raise
-    finally:
-        con.unregister("incoming_predictions")
-    return int(after - before)
+    with transaction(con):
+        return insert_new_rows(con, "model_predictions", frame, columns)
 
 
 def candle_sources(con: duckdb.DuckDBPyConnection) -> list[str]:

@@ -5,7 +5,8 @@ from dagster import DataVersion, MaterializeResult, MetadataValue, asset
 from blofin_assets import warehouse as wh
 from blofin_assets.assets.candles import candles
 from blofin_assets.assets.metadata import OWNERS, provenance, table_metadata, time_span
-from blofin_assets.ml.dataset import feature_table, read_start, window_start
+from blofin_assets.assets.window import read_candle_window
+from blofin_assets.ml.dataset import feature_table
 from blofin_assets.ml.features import FEATURE_COLUMNS
 from blofin_assets.resources import BlofinSettings, DuckDBWarehouse
 
@@ -21,16 +22,11 @@ from blofin_assets.resources import BlofinSettings, DuckDBWarehouse
     pool="duckdb_writer",
 )
 def features(settings: BlofinSettings, warehouse: DuckDBWarehouse) -> MaterializeResult:
-    with warehouse.connect(read_only=True) as con:
-        newest = wh.newest_candle_ts(con)
-        sources = wh.candle_sources(con)
-        candle_frame = wh.read_candles(
-            con, start=read_start(newest, settings.training_days, settings.bar_delta())
-        )
-    table = feature_table(candle_frame, window_start(newest, settings.training_days))
+    window = read_candle_window(settings, warehouse)
+    table = feature_table(window.candles, window.start)
     if table.empty:
         raise ValueError(
-            f"no feature rows: {len(candle_frame)} candles read are fewer than the warm-up needs"
+            f"no feature rows: {len(window.candles)} candles read are fewer than the warm-up needs"
         )
     with warehouse.connect() as con:
         wh.replace_table(con, "features", table)
@@ -38,10 +34,10 @@ def features(settings: BlofinSettings, warehouse: DuckDBWarehouse) -> Materializ
         metadata={
             **table_metadata(table, "features", warehouse.path),
             **time_span(table),
-            **provenance(sources),
+            **provenance(window.sources),
             "feature_count": MetadataValue.int(len(FEATURE_COLUMNS)),
             "feature_columns": MetadataValue.json(FEATURE_COLUMNS),
-            "candles_read": MetadataValue.int(len(candle_frame)),
+            "candles_read": MetadataValue.int(len(window.candles)),
         },
         data_version=DataVersion(wh.frame_fingerprint(table)),
     )

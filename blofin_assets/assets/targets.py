@@ -5,7 +5,8 @@ from dagster import DataVersion, MaterializeResult, MetadataValue, asset
 from blofin_assets import warehouse as wh
 from blofin_assets.assets.candles import candles
 from blofin_assets.assets.metadata import OWNERS, provenance, table_metadata, time_span
-from blofin_assets.ml.dataset import read_start, target_table, window_start
+from blofin_assets.assets.window import read_candle_window
+from blofin_assets.ml.dataset import target_table
 from blofin_assets.resources import BlofinSettings, DuckDBWarehouse
 
 
@@ -21,24 +22,17 @@ from blofin_assets.resources import BlofinSettings, DuckDBWarehouse
     pool="duckdb_writer",
 )
 def targets(settings: BlofinSettings, warehouse: DuckDBWarehouse) -> MaterializeResult:
-    with warehouse.connect(read_only=True) as con:
-        newest = wh.newest_candle_ts(con)
-        sources = wh.candle_sources(con)
-        candle_frame = wh.read_candles(
-            con, start=read_start(newest, settings.training_days, settings.bar_delta())
-        )
-    table = target_table(
-        candle_frame, window_start(newest, settings.training_days), settings.horizon
-    )
+    window = read_candle_window(settings, warehouse)
+    table = target_table(window.candles, window.start, settings.horizon)
     if table.empty:
-        raise ValueError(f"no labelled rows from {len(candle_frame)} candles")
+        raise ValueError(f"no labelled rows from {len(window.candles)} candles")
     with warehouse.connect() as con:
         wh.replace_table(con, "targets", table)
     return MaterializeResult(
         metadata={
             **table_metadata(table, "targets", warehouse.path),
             **time_span(table),
-            **provenance(sources),
+            **provenance(window.sources),
             "horizon_bars": MetadataValue.int(settings.horizon),
             "direction_up_share": MetadataValue.float(float(table["target_direction"].mean())),
             "momentum_class_shares": MetadataValue.json(
