@@ -5,9 +5,9 @@ temporary DAGSTER_HOME (holding a copy of the project's ``dagster_home/dagster.y
 concurrency pools), a temporary DuckDB file and models dir, and a frozen clock
 (``BLOFIN_AS_OF``). The subprocess builds ``blofin_assets.definitions.build_definitions()``,
 resolves ``hourly_training`` and materializes the whole graph: candles (demo market, or a file
-with ``--candles-file``), features, targets, the five models with their gates, the asset
-checks and ml_model_results. It then advances BLOFIN_AS_OF by 60 minutes and times a
-``candles``-only materialization (the incremental hourly ingest).
+with ``--candles-file``), features, targets, the five models with their gates, every asset
+check, ml_model_results and whatever else the job holds. It then advances BLOFIN_AS_OF by
+60 minutes and times a ``candles``-only materialization (the incremental hourly ingest).
 
 Usage (from the repository root, venv active)::
 
@@ -15,6 +15,9 @@ Usage (from the repository root, venv active)::
     python benchmarks/run_benchmark.py --workload M --repeat 3     # 3 runs + a median summary
     python benchmarks/run_benchmark.py --workload S M L --repeat 3 --jsonl out.jsonl
     python benchmarks/run_benchmark.py --workload M --executor multiprocess --max-concurrent 2
+    python benchmarks/run_benchmark.py --workload M --executor multiprocess \
+        --start-method forkserver
+    python benchmarks/run_benchmark.py --workload M --env OMP_WAIT_POLICY=PASSIVE  # extra env
     python benchmarks/run_benchmark.py --workload M --export-candles /tmp/m.parquet  # then:
     python benchmarks/run_benchmark.py --workload M --candles-file /tmp/m.parquet  # source=file
 
@@ -27,7 +30,9 @@ Workloads:
 Output: one JSON line per run on stdout (``"kind": "run"``), then per workload one summary
 line (``"kind": "summary"``) with the medians over the repeats and PASS/FAIL against the
 benchmark goals (goals, never test assertions). Dagster's own logs go to a file in the run's
-temp dir, whose path is printed on failure. ``--keep`` keeps the temp dirs.
+temp dir; a failed run keeps its temp dir and prints the log's path. ``--keep`` keeps the temp
+dirs of successful runs too (for ``profile_steps.py``). ``render_results.py`` turns the JSON
+lines into the tables of RESULTS.md.
 
 Field notes:
 
@@ -39,8 +44,13 @@ Field notes:
   ``step_bookkeeping_seconds``: inside steps, the time from each step's last output event
   (materialization or check evaluation) to its STEP_SUCCESS, i.e. Dagster recording results.
 * ``features_rows_per_s`` etc.: candles read by the features step divided by step seconds.
-* ``peak_rss_mb``: ``ru_maxrss`` of the run's process; for the multiprocess executor also
-  ``peak_rss_children_mb`` (largest single step process).
+* ``peak_rss_mb``: in-process, ``ru_maxrss`` of the run's process. Multiprocess, the largest
+  of that, of the largest waited-for child (``peak_rss_children_mb``: spawned step
+  processes) and of ``peak_rss_sampled_tree_sum_mb``: the largest sum of RSS over the process
+  and all its descendants (forkserver step processes too), sampled every 0.2 s; shared pages
+  count once per process, so it over-states.
+* ``cpu_seconds_process_total``: user + system CPU of the run process and its waited-for
+  children (not of forkserver grandchildren); compare it with the wall time on a busy box.
 """
 
 from __future__ import annotations
@@ -55,9 +65,10 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -67,13 +78,6 @@ FROZEN_NOW = "2026-11-20T12:00:30Z"
 INCREMENTAL_MINUTES = 60
 TEN_INSTRUMENTS = (
     "BTC-USDT,ETH-USDT,SOL-USDT,XRP-USDT,DOGE-USDT,ADA-USDT,AVAX-USDT,LINK-USDT,DOT-USDT,LTC-USDT"
-)
-MODEL_NAMES = (
-    "direction_predictor",
-    "momentum_classifier",
-    "risk_scorer",
-    "volatility_regressor",
-    "price_predictor",
 )
 
 
@@ -110,8 +114,12 @@ WORKLOADS: dict[str, Workload] = {
 
 # Benchmark goals (reported PASS/FAIL in the summary; never used as test assertions).
 GOALS: dict[str, dict[str, float]] = {
-    "M": {"run_seconds": 90.0, "peak_rss_mb": 3 * 1024.0, "overhead_share": 0.20,
-          "incremental_run_seconds": 2.0},  # fmt: skip
+    "M": {
+        "run_seconds": 90.0,
+        "peak_rss_mb": 3 * 1024.0,
+        "overhead_share": 0.20,
+        "incremental_run_seconds": 2.0,
+    },
     "L": {"run_seconds": 240.0, "peak_rss_mb": 6 * 1024.0},
 }
 FEATURES_TARGETS_GOAL = 1_000_000.0  # candles/s through features + targets, every workload
@@ -150,21 +158,43 @@ def redirect_fds(path: Path) -> Iterator[None]:
             os.close(saved[1])
 
 
-def execute(executor: str, max_concurrent: int, instance: Any, selection: list[str] | None) -> str:
+@contextmanager
+def log_path_on_failure(log_path: Path) -> Iterator[None]:
+    """A failed run keeps its temp dir; say where its Dagster log is (on the real stderr)."""
+    try:
+        yield
+    except BaseException:
+        sys.stderr.write(f"run failed; Dagster log: {log_path}\n")
+        raise
+
+
+def execution_config(args: argparse.Namespace) -> dict[str, Any]:
+    """Run config of the multiprocess executor from the CLI options."""
+    config: dict[str, Any] = {"max_concurrent": args.max_concurrent}
+    if args.start_method == "forkserver":
+        # Step processes fork from a server that has already imported the code location.
+        preload = {"preload_modules": ["blofin_assets.definitions"]}
+        config["start_method"] = {"forkserver": preload}
+    return {"execution": {"config": config}}
+
+
+def execute(args: argparse.Namespace, instance: Any, selection: list[str] | None) -> str:
     """Run hourly_training (or a selection) like the schedule would; return the run id."""
     from dagster import AssetKey, execute_job, reconstructable
 
     from blofin_assets.definitions import build_definitions
 
     keys = None if selection is None else [AssetKey(name) for name in selection]
-    if executor == "in_process":
+    if args.executor == "in_process":
         job = build_definitions().resolve_job_def("hourly_training")
-        result = job.execute_in_process(instance=instance, asset_selection=keys, raise_on_error=False)
+        result = job.execute_in_process(
+            instance=instance, asset_selection=keys, raise_on_error=False
+        )
     else:
         result = execute_job(
             reconstructable(multiprocess_job),
             instance=instance,
-            run_config={"execution": {"config": {"max_concurrent": max_concurrent}}},
+            run_config=execution_config(args),
             asset_selection=keys,
         )
     if not result.success:
@@ -242,6 +272,43 @@ def model_summary(metadata: dict[str, Any], step_seconds: float) -> dict[str, An
     }
 
 
+class TreeSampler(threading.Thread):
+    """Samples the RSS of this process and all its descendants (step processes of the
+    multiprocess executor, forkserver grandchildren included) every `interval` seconds."""
+
+    def __init__(self, interval: float = 0.2) -> None:
+        super().__init__(daemon=True)
+        self.interval = interval
+        self.peak_total_mb = 0.0
+        self.peak_single_mb = 0.0
+        self.pids: set[int] = set()
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        import psutil
+
+        me = psutil.Process()
+        while not self._stop_event.wait(self.interval):
+            try:
+                processes = [me, *me.children(recursive=True)]
+            except psutil.Error:
+                continue
+            total = 0.0
+            for process in processes:
+                try:
+                    rss = process.memory_info().rss / 2**20
+                except psutil.Error:
+                    continue
+                self.pids.add(process.pid)
+                total += rss
+                self.peak_single_mb = max(self.peak_single_mb, rss)
+            self.peak_total_mb = max(self.peak_total_mb, total)
+
+    def stop(self) -> None:
+        self._stop_event.set()
+        self.join()
+
+
 def rate(rows: int, seconds: float) -> float:
     return round(rows / seconds, 1) if seconds > 0 else float("nan")
 
@@ -269,11 +336,12 @@ def child_run(args: argparse.Namespace) -> dict[str, Any]:
     load_before = os.getloadavg()
 
     started = time.perf_counter()
-    with redirect_fds(log_path):
+    with log_path_on_failure(log_path), redirect_fds(log_path):
         import pandas as pd
         from dagster import DagsterInstance
 
         from blofin_assets.definitions import build_definitions
+        from blofin_assets.ml.specs import MODEL_SPECS
 
         import_seconds = time.perf_counter() - started
         started = time.perf_counter()
@@ -281,9 +349,12 @@ def child_run(args: argparse.Namespace) -> dict[str, Any]:
         definitions_seconds = time.perf_counter() - started
 
         with DagsterInstance.get() as instance:
+            sampler = TreeSampler()
+            sampler.start()
             started = time.perf_counter()
-            run_id = execute(args.executor, args.max_concurrent, instance, None)
+            run_id = execute(args, instance, None)
             run_seconds = time.perf_counter() - started
+            sampler.stop()
             steps = step_timings(instance, run_id)
             metadata = materializations(instance, run_id)
             processes = pid_count(instance, run_id)
@@ -292,7 +363,7 @@ def child_run(args: argparse.Namespace) -> dict[str, Any]:
             later = pd.Timestamp(FROZEN_NOW) + pd.Timedelta(minutes=INCREMENTAL_MINUTES)
             os.environ["BLOFIN_AS_OF"] = later.isoformat()
             started = time.perf_counter()
-            incremental_id = execute(args.executor, args.max_concurrent, instance, ["candles"])
+            incremental_id = execute(args, instance, ["candles"])
             incremental_seconds = time.perf_counter() - started
             incremental_steps = step_timings(instance, incremental_id)
             incremental_meta = materializations(instance, incremental_id)["candles"]
@@ -300,9 +371,7 @@ def child_run(args: argparse.Namespace) -> dict[str, Any]:
     usage_self = resource.getrusage(resource.RUSAGE_SELF)
     usage_children = resource.getrusage(resource.RUSAGE_CHILDREN)
     self_rss, children_rss = usage_self.ru_maxrss / 1024, usage_children.ru_maxrss / 1024
-    cpu_seconds = sum(
-        u.ru_utime + u.ru_stime for u in (usage_self, usage_children)
-    )
+    cpu_seconds = sum(u.ru_utime + u.ru_stime for u in (usage_self, usage_children))
     load_after = os.getloadavg()
 
     def seconds(step: str) -> float:
@@ -314,11 +383,19 @@ def child_run(args: argparse.Namespace) -> dict[str, Any]:
     bookkeeping = sum(s["end"] - s.get("last_output", s["end"]) for s in steps.values())
     candles_read = int(metadata["features"]["candles_read"])
     features_s, targets_s = seconds("features"), seconds("targets")
-    models = {name: model_summary(metadata[name], seconds(name)) for name in MODEL_NAMES}
+    model_names = [spec.name for spec in MODEL_SPECS]
+    models = {name: model_summary(metadata[name], seconds(name)) for name in model_names}
+    asset_steps = [key for key in steps if key in metadata]  # steps that materialized an asset
     record: dict[str, Any] = {
         "kind": "run",
         "workload": workload.name,
-        "executor": args.executor,
+        "executor": args.executor
+        + (
+            f"/{args.start_method}/max{args.max_concurrent}"
+            if args.executor != "in_process"
+            else ""
+        ),
+        "env_overrides": dict(args.env),
         "source": env["BLOFIN_SOURCE"],
         "rows": int(metadata["candles"]["dagster/row_count"]),
         "expected_rows": workload.candles,
@@ -328,18 +405,8 @@ def child_run(args: argparse.Namespace) -> dict[str, Any]:
         "run_seconds": round(run_seconds, 3),
         "import_seconds": round(import_seconds, 3),
         "definitions_seconds": round(definitions_seconds, 3),
-        "asset_seconds": {
-            name: round(seconds(name), 3)
-            for name in ("candles", "features", "targets", *MODEL_NAMES, "ml_model_results")
-        },
-        "check_seconds": round(
-            sum(
-                s["end"] - s["start"]
-                for key, s in steps.items()
-                if key not in ("candles", "features", "targets", *MODEL_NAMES, "ml_model_results")
-            ),
-            3,
-        ),
+        "asset_seconds": {name: round(seconds(name), 3) for name in asset_steps},
+        "check_seconds": round(sum(seconds(key) for key in steps if key not in asset_steps), 3),
         "steps": {key: round(s["end"] - s["start"], 3) for key, s in sorted(steps.items())},
         "step_count": len(steps),
         "step_processes": processes,
@@ -354,9 +421,17 @@ def child_run(args: argparse.Namespace) -> dict[str, Any]:
         "dagster_overhead_seconds": round(run_seconds - covered, 3),
         "overhead_share": round((run_seconds - covered) / run_seconds, 4),
         "step_bookkeeping_seconds": round(bookkeeping, 3),
-        "peak_rss_mb": round(max(self_rss, children_rss), 1),
+        # In-process: ru_maxrss. Multiprocess: also the sampled sum over the step processes.
+        "peak_rss_mb": round(
+            max(self_rss, children_rss)
+            if args.executor == "in_process"
+            else max(self_rss, children_rss, sampler.peak_total_mb),
+            1,
+        ),
         "peak_rss_self_mb": round(self_rss, 1),
         "peak_rss_children_mb": round(children_rss, 1),
+        "peak_rss_sampled_tree_sum_mb": round(sampler.peak_total_mb, 1),
+        "peak_rss_sampled_single_mb": round(sampler.peak_single_mb, 1),
         "incremental_run_seconds": round(incremental_seconds, 3),
         "incremental_candles_step_seconds": round(
             incremental_steps["candles"]["end"] - incremental_steps["candles"]["start"], 3
@@ -381,8 +456,8 @@ def export_candles(workload: Workload, path: Path) -> None:
     """Write the workload's demo candles (the exact window the run ingests) to CSV/Parquet."""
     import pandas as pd
 
-    from blofin_assets.sources.demo import demo_candles, latest_closed_bar_open
     from blofin_assets.sources import bar_duration
+    from blofin_assets.sources.demo import demo_candles, latest_closed_bar_open
 
     now = pd.Timestamp(FROZEN_NOW)
     bar = bar_duration(workload.bar)
@@ -408,14 +483,24 @@ def median(values: list[float]) -> float:
 def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
     """Medians over the repeats of one workload, and PASS/FAIL against the goals."""
     first = records[0]
-    pick = ("run_seconds", "cpu_seconds_process_total", "peak_rss_mb", "dagster_overhead_seconds", "overhead_share",
-            "step_bookkeeping_seconds", "features_rows_per_s", "targets_rows_per_s",
-            "features_targets_rows_per_s", "incremental_run_seconds",
-            "incremental_candles_step_seconds")  # fmt: skip
+    pick = (
+        "run_seconds",
+        "cpu_seconds_process_total",
+        "peak_rss_mb",
+        "dagster_overhead_seconds",
+        "overhead_share",
+        "step_bookkeeping_seconds",
+        "features_rows_per_s",
+        "targets_rows_per_s",
+        "features_targets_rows_per_s",
+        "incremental_run_seconds",
+        "incremental_candles_step_seconds",
+    )
     summary: dict[str, Any] = {
         "kind": "summary",
         "workload": first["workload"],
         "executor": first["executor"],
+        "env_overrides": first.get("env_overrides", {}),
         "source": first["source"],
         "runs": len(records),
         "rows": first["rows"],
@@ -437,18 +522,16 @@ def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
                 "skill": median([r["models"][name]["skill"] for r in records]),
                 "status": sorted({r["models"][name]["status"] for r in records}),
             }
-            for name in MODEL_NAMES
+            for name in first["models"]
         },
         "run_seconds_all": [r["run_seconds"] for r in records],
         "max_loadavg_1m": max(max(r["loadavg_before"][0], r["loadavg_after"][0]) for r in records),
     }
     goals: dict[str, str] = {}
     for key, limit in GOALS.get(first["workload"], {}).items():
-        value = summary[key]
-        goals[f"{key} <= {limit:g}" if key != "incremental_run_seconds" else f"{key} < {limit:g}"] = (
-            "PASS" if (value < limit if key == "incremental_run_seconds" else value <= limit)
-            else "FAIL"
-        )
+        strict = key == "incremental_run_seconds"  # "< 2 s"; the others are "<="
+        passed = summary[key] < limit if strict else summary[key] <= limit
+        goals[f"{key} {'<' if strict else '<='} {limit:g}"] = "PASS" if passed else "FAIL"
     goals[f"features_targets_rows_per_s >= {FEATURES_TARGETS_GOAL:g}"] = (
         "PASS" if summary["features_targets_rows_per_s"] >= FEATURES_TARGETS_GOAL else "FAIL"
     )
@@ -482,12 +565,18 @@ def machine() -> dict[str, Any]:
     with Path("/proc/meminfo").open() as info:
         mem_kb = int(next(line for line in info if line.startswith("MemTotal")).split()[1])
     versions = {}
-    for package in ("dagster", "scikit-learn", "xgboost", "xgboost-cpu", "duckdb", "pandas",
-                    "numpy", "TA-Lib"):  # fmt: skip
-        try:
+    for package in (
+        "dagster",
+        "scikit-learn",
+        "xgboost",
+        "xgboost-cpu",
+        "duckdb",
+        "pandas",
+        "numpy",
+        "TA-Lib",
+    ):
+        with suppress(md.PackageNotFoundError):
             versions[package] = md.version(package)
-        except md.PackageNotFoundError:
-            pass
     return {
         "kind": "machine",
         "nproc": os.cpu_count(),
@@ -501,13 +590,30 @@ def machine() -> dict[str, Any]:
 
 
 def run_child(args: argparse.Namespace, workload: str) -> dict[str, Any]:
-    command = [sys.executable, str(Path(__file__).resolve()), "--child", "--workload", workload,
-               "--executor", args.executor, "--max-concurrent", str(args.max_concurrent)]  # fmt: skip
+    command = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--child",
+        "--workload",
+        workload,
+        "--executor",
+        args.executor,
+        "--max-concurrent",
+        str(args.max_concurrent),
+        "--start-method",
+        args.start_method,
+    ]
+    for name, value in args.env:
+        command += ["--env", f"{name}={value}"]
     if args.candles_file:
         command += ["--candles-file", args.candles_file]
     if args.keep:
         command.append("--keep")
-    completed = subprocess.run(command, cwd=REPO, capture_output=True, text=True, check=False)
+    # The extra environment is in place before the child imports anything (OpenMP reads it once).
+    env = {**os.environ, **dict(args.env)}
+    completed = subprocess.run(
+        command, cwd=REPO, env=env, capture_output=True, text=True, check=False
+    )
     lines = [line for line in completed.stdout.splitlines() if line.startswith("{")]
     if completed.returncode != 0 or not lines:
         sys.stderr.write(completed.stdout[-5000:] + completed.stderr[-5000:])
@@ -520,8 +626,27 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--workload", nargs="+", choices=sorted(WORKLOADS), default=["S"])
     parser.add_argument("--repeat", type=int, default=1, help="runs per workload (default 1)")
     parser.add_argument("--executor", choices=("in_process", "multiprocess"), default="in_process")
-    parser.add_argument("--max-concurrent", type=int, default=os.cpu_count() or 2,
-                        help="multiprocess executor: steps at once (default nproc)")  # fmt: skip
+    parser.add_argument(
+        "--max-concurrent",
+        type=int,
+        default=os.cpu_count() or 2,
+        help="multiprocess executor: steps at once (default nproc)",
+    )
+    parser.add_argument(
+        "--start-method",
+        choices=("spawn", "forkserver"),
+        default="spawn",
+        help="multiprocess executor: spawn (Dagster's default) or forkserver with the code "
+        "location preloaded",
+    )
+    parser.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        type=lambda text: tuple(text.split("=", 1)),
+        metavar="NAME=VALUE",
+        help="extra environment for the measured process, e.g. OMP_WAIT_POLICY=PASSIVE",
+    )
     parser.add_argument("--candles-file", help="ingest this CSV/Parquet (BLOFIN_SOURCE=file)")
     parser.add_argument("--export-candles", help="write the workload's demo candles here, exit")
     parser.add_argument("--jsonl", help="also append every output line to this file")

@@ -2,7 +2,7 @@
 
 from collections.abc import Sequence
 
-from dagster import Definitions, in_process_executor
+from dagster import Definitions
 
 from blofin_assets.assets.candles import candles
 from blofin_assets.assets.features import features
@@ -11,6 +11,7 @@ from blofin_assets.assets.predictions import build_predictions_asset
 from blofin_assets.assets.results import build_results_asset
 from blofin_assets.assets.targets import targets
 from blofin_assets.checks import DATA_CHECKS, build_served_model_check
+from blofin_assets.executors import in_process_by_default
 from blofin_assets.ml.specs import MODEL_SPECS, ModelSpec
 from blofin_assets.resources import default_resources
 from blofin_assets.schedules import hourly_training_job, hourly_training_schedule
@@ -28,10 +29,8 @@ def build_definitions(specs: Sequence[ModelSpec] = MODEL_SPECS) -> Definitions:
         jobs=[hourly_training_job],
         schedules=[hourly_training_schedule],
         resources=default_resources(),
-        # Steps run in one process by default: a run is ~10 steps of seconds each, and a
-        # subprocess per step would cost more than the work. Steps share nothing in memory
-        # (every table goes through DuckDB), so the multiprocess executor works unchanged.
-        executor=in_process_executor,
+        # In-process unless run config selects multiprocess (see executors.py).
+        executor=in_process_by_default,
     )
 
 

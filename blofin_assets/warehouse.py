@@ -107,10 +107,10 @@ def connect(
     backoff_max: float = 5.0,
 ) -> Iterator[duckdb.DuckDBPyConnection]:
     """Open the file, waiting out another process's lock with bounded, jittered backoff."""
-    path = Path(path)
-    if not read_only:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    elif not path.exists():
+    local = not str(path).startswith("md:")  # MotherDuck databases are not local files
+    if local and not read_only:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    elif local and not Path(path).exists():
         raise FileNotFoundError(f"DuckDB file {path} does not exist yet: materialize candles first")
     deadline = time.monotonic() + wait_seconds
     attempt = 0

@@ -96,6 +96,8 @@ def model_metadata(
         "instruments": list(trained.instruments),
         "horizon_bars": horizon,
         "max_train_rows": trained.spec.max_train_rows,
+        "row_sampling": trained.spec.row_sampling,
+        "max_test_rows": trained.spec.max_test_rows,
         "primary_metric": evaluation.primary_metric,
         "primary_value": evaluation.primary_value,
         "baseline_value": evaluation.baseline_value,

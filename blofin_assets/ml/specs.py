@@ -52,6 +52,9 @@ class ModelSpec:
     # Caps the training rows of super-linear or slow estimators. None = all rows.
     max_train_rows: int | None = None
     row_sampling: RowSampling = "recent"
+    # Caps the rows scored for evaluation (evenly spaced over the test block) for estimators
+    # whose prediction is costly (kernel SVR: O(test rows x support vectors)). None = all.
+    max_test_rows: int | None = None
     # metric -> value above which a test score is implausible for this target (leakage alarm).
     leakage_limits: Mapping[str, float] = field(default_factory=dict)
     # Skill drop (absolute) against the median of recent promoted versions. Hourly runs share
@@ -77,6 +80,7 @@ class ModelSpec:
             "scale_target": self.scale_target,
             "max_train_rows": self.max_train_rows,
             "row_sampling": self.row_sampling,
+            "max_test_rows": self.max_test_rows,
             "primary_metric": self.primary_metric,
             "baselines": list(self.baselines),
         }
@@ -176,6 +180,7 @@ MODEL_SPECS: tuple[ModelSpec, ...] = (
         scale_target=True,
         max_train_rows=5_000,
         row_sampling="even",
+        max_test_rows=20_000,
         leakage_limits={"r2": 0.95},
     ),
     ModelSpec(

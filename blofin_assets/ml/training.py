@@ -135,14 +135,16 @@ def feature_importances(estimator: Any, features: list[str]) -> dict[str, float]
     return dict(pairs)
 
 
+def evenly_spaced(frame: pd.DataFrame, rows: int) -> pd.DataFrame:
+    return frame.iloc[np.unique(np.linspace(0, len(frame) - 1, rows).round().astype(int))]
+
+
 def cap_rows(train: pd.DataFrame, spec: ModelSpec) -> pd.DataFrame:
     """Apply the spec's row cap deterministically (no random sampling: same data, same model)."""
     cap = spec.max_train_rows
     if cap is None or len(train) <= cap:
         return train
-    if spec.row_sampling == "even":
-        return train.iloc[np.unique(np.linspace(0, len(train) - 1, cap).round().astype(int))]
-    return train.iloc[-cap:]
+    return evenly_spaced(train, cap) if spec.row_sampling == "even" else train.iloc[-cap:]
 
 
 def train_model(
@@ -159,10 +161,13 @@ def train_model(
     ]
     if missing_baselines:
         raise TrainingDataError(f"{spec.name}: frame lacks baseline columns {missing_baselines}")
-    frame = frame.sort_values(["ts", "inst_id"], kind="stable").reset_index(drop=True)
+    if not frame["ts"].is_monotonic_increasing:  # read_training_frame already orders by time
+        frame = frame.sort_values(["ts", "inst_id"], kind="stable").reset_index(drop=True)
     split = purged_split(frame["ts"], test_fraction=test_fraction, purge_bars=horizon)
     train = cap_rows(frame.iloc[split.train_index], spec)
     test = frame.iloc[split.test_index]
+    if spec.max_test_rows is not None and len(test) > spec.max_test_rows:
+        test = evenly_spaced(test, spec.max_test_rows)  # an unbiased sample of the whole block
     features = list(spec.features)
 
     scaler = StandardScaler().fit(train[features].to_numpy(dtype="float64"))

@@ -1,0 +1,151 @@
+"""Render the JSON lines of ``run_benchmark.py --jsonl FILE`` as the markdown tables of
+RESULTS.md.
+
+Usage::
+
+    python benchmarks/render_results.py FILE.jsonl [MORE.jsonl ...] > tables.md
+
+Every summary line becomes a column of the main table; every run line a row of the per-run
+table; model skill comes from the summaries (medians).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def load(paths: list[str]) -> list[dict[str, Any]]:
+    records = []
+    for path in paths:
+        for line in Path(path).read_text().splitlines():
+            if line.strip():
+                records.append(json.loads(line))
+    return records
+
+
+def label(summary: dict[str, Any]) -> str:
+    extra = summary.get("env_overrides") or {}
+    env = "".join(f" {k}={v}" for k, v in extra.items())
+    return f"{summary['workload']} {summary['executor']}{env} ({summary['source']})"
+
+
+def table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def number(value: Any, digits: int = 1) -> str:
+    if isinstance(value, float):
+        return f"{value:,.{digits}f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def main_table(summaries: list[dict[str, Any]]) -> str:
+    metrics = [
+        ("runs", "runs", 0),
+        ("rows", "candles", 0),
+        ("run_seconds", "whole run, s (median)", 1),
+        ("cpu_seconds_process_total", "CPU s of the run process", 1),
+        ("peak_rss_mb", "peak RSS, MB", 0),
+        ("dagster_overhead_seconds", "Dagster overhead, s", 2),
+        ("overhead_share", "overhead share of run", 3),
+        ("features_targets_rows_per_s", "features+targets, candles/s", 0),
+        ("features_rows_per_s", "features, candles/s", 0),
+        ("targets_rows_per_s", "targets, candles/s", 0),
+        ("incremental_run_seconds", "incremental candles run, s", 2),
+        ("incremental_candles_step_seconds", "incremental candles step, s", 2),
+        ("max_loadavg_1m", "max 1-min load seen", 1),
+    ]
+    rows = [
+        [name] + [number(s.get(key, "n/a"), digits) for s in summaries]
+        for key, name, digits in metrics
+    ]
+    assets = list(dict.fromkeys(a for s in summaries for a in s["asset_seconds"]))
+    rows += [
+        [f"step `{asset}`, s"]
+        + [number(s["asset_seconds"].get(asset, "n/a"), 2) for s in summaries]
+        for asset in assets
+    ]
+    rows.append(["asset-check steps (sum), s"] + [number(s["check_seconds"], 2) for s in summaries])
+    rows += [
+        [f"fit `{model}`, s"] + [number(s["models"][model]["train_seconds"], 2) for s in summaries]
+        for model in summaries[0]["models"]
+    ]
+    return table(["metric", *map(label, summaries)], rows)
+
+
+def skill_table(summaries: list[dict[str, Any]]) -> str:
+    rows = []
+    for model in summaries[0]["models"]:
+        cells = []
+        for s in summaries:
+            m = s["models"][model]
+            cells.append(
+                f"{m['primary_value']:.4g} vs {m['baseline_value']:.4g} "
+                f"(skill {m['skill']:+.3f}, {'/'.join(m['status'])})"
+            )
+        rows.append([f"`{model}` ({summaries[0]['models'][model]['primary_metric']})", *cells])
+    return table(["model (metric)", *map(label, summaries)], rows)
+
+
+def goals_table(summaries: list[dict[str, Any]], scaling: list[dict[str, Any]]) -> str:
+    rows = [[label(s), goal, verdict] for s in summaries for goal, verdict in s["goals"].items()]
+    rows += [
+        [
+            "S vs M",
+            f"time(M)/time(S) = {x['time_ratio_M_over_S']} <= rows(M)/rows(S) = "
+            f"{x['row_ratio_M_over_S']}",
+            x["goal"],
+        ]
+        for x in scaling
+    ]
+    return table(["run set", "goal", "verdict"], rows)
+
+
+def runs_table(runs: list[dict[str, Any]]) -> str:
+    rows = [
+        [
+            r["workload"],
+            r["executor"] + "".join(f" {k}={v}" for k, v in (r.get("env_overrides") or {}).items()),
+            number(r["run_seconds"]),
+            number(r["cpu_seconds_process_total"]),
+            number(r["peak_rss_mb"], 0),
+            number(r.get("peak_rss_sampled_tree_sum_mb", "n/a"), 0),
+            number(r["dagster_overhead_seconds"], 2),
+            number(r["incremental_run_seconds"], 2),
+            f"{r['loadavg_before'][0]:.1f} / {r['loadavg_after'][0]:.1f}",
+        ]
+        for r in runs
+    ]
+    header = ["workload", "executor", "run s", "CPU s", "peak RSS MB", "tree RSS MB",
+              "overhead s", "incremental s", "load before / after"]  # fmt: skip
+    return table(header, rows)
+
+
+def main(paths: list[str]) -> None:
+    records = load(paths)
+    summaries = [r for r in records if r["kind"] == "summary"]
+    runs = [r for r in records if r["kind"] == "run"]
+    for summary in summaries:  # summaries do not carry the env; take it from their runs
+        match = next(r for r in runs if r["workload"] == summary["workload"]
+                     and r["executor"] == summary["executor"])  # fmt: skip
+        summary.setdefault("env_overrides", match.get("env_overrides"))
+    scaling = [r for r in records if r["kind"] == "scaling"]
+    print("### Medians per workload\n")
+    print(main_table(summaries))
+    print("\n### Goals\n")
+    print(goals_table(summaries, scaling))
+    print("\n### Model quality (test metric vs baseline, median over runs)\n")
+    print(skill_table(summaries))
+    print("\n### Every run\n")
+    print(runs_table(runs))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
