@@ -129,13 +129,11 @@ FEATURES_TARGETS_GOAL = 1_000_000.0  # candles/s through features + targets, eve
 
 
 def multiprocess_job() -> Any:
-    """The product's hourly_training job with the multiprocess executor (reconstructable)."""
-    from dagster import multiprocess_executor
-
+    """The product's hourly_training job, unchanged (reconstructable); run config picks the
+    multiprocess executor."""
     from blofin_assets.definitions import build_definitions
 
-    job = build_definitions().resolve_job_def("hourly_training")
-    return job.with_executor_def(multiprocess_executor)
+    return build_definitions().resolve_job_def("hourly_training")
 
 
 @contextmanager
@@ -175,7 +173,7 @@ def execution_config(args: argparse.Namespace) -> dict[str, Any]:
         # Step processes fork from a server that has already imported the code location.
         preload = {"preload_modules": ["blofin_assets.definitions"]}
         config["start_method"] = {"forkserver": preload}
-    return {"execution": {"config": config}}
+    return {"execution": {"config": {"multiprocess": config}}}
 
 
 def execute(args: argparse.Namespace, instance: Any, selection: list[str] | None) -> str:
