@@ -374,14 +374,6 @@ def newest_candle_ts(con: duckdb.DuckDBPyConnection) -> pd.Timestamp:
     return pd.Timestamp(row[0]).tz_convert("UTC")
 
 
-def read_table(con: duckdb.DuckDBPyConnection, table: str) -> pd.DataFrame:
-    if not table_exists(con, table):
-        raise ValueError(f"table {table!r} does not exist yet: materialize it first")
-    frame = con.execute(f"SELECT * FROM {quote_identifier(table)} ORDER BY inst_id, ts").df()
-    frame["ts"] = pd.to_datetime(frame["ts"], utc=True)
-    return frame
-
-
 def read_training_frame(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
     """Labelled rows: features joined to targets on (inst_id, ts), in time order."""
     for table in ("features", "targets"):
