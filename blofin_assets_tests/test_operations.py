@@ -197,6 +197,15 @@ def test_two_runs_launched_together_both_succeed_without_duplicates(
     project: Project, tmp_path: Path
 ) -> None:
     home = tmp_path / "dagster_home"
+    home.mkdir()
+    # An instance that already exists, as in any deployment: two processes creating a fresh
+    # SQLite instance at the same instant race in Dagster itself ("table runs already exists").
+    subprocess.run(
+        [DAGSTER, "instance", "migrate"],
+        env={**project.env(), "DAGSTER_HOME": str(home)},
+        check=True,
+        capture_output=True,
+    )
     first = cli_materialize(project, home, tmp_path / "first.log")
     second = cli_materialize(project, home, tmp_path / "second.log")
     assert first.wait(timeout=600) == 0, (tmp_path / "first.log").read_text()[-3000:]

@@ -1,5 +1,8 @@
 import json
 import os
+import socket
+import subprocess
+import sys
 import threading
 
 import joblib
@@ -95,15 +98,21 @@ def test_tampered_served_file_is_reported(tmp_path) -> None:
     assert len(problems) == 1 and "model.pkl" in problems[0] and "sha256" in problems[0]
 
 
-def test_staging_left_by_a_crash_is_invisible_and_cleaned(tmp_path) -> None:
+def test_staging_of_a_dead_writer_is_cleaned_and_of_a_live_one_kept(tmp_path) -> None:
     store = ModelStore(tmp_path)
     save(store, "v1")
-    crashed = tmp_path / "model_demo" / "history" / ".tmp-v2-deadbeef"
-    crashed.mkdir()
-    (crashed / "model.pkl").write_bytes(b"half written")
+    finished = subprocess.Popen([sys.executable, "-c", "pass"])
+    finished.wait()  # its pid now belongs to no process
+    history = tmp_path / "model_demo" / "history"
+    crashed = history / f".tmp-v2-{socket.gethostname()}-{finished.pid}-deadbeef"
+    writing = history / f".tmp-v3-{socket.gethostname()}-{os.getpid()}-cafef00d"
+    for staging in (crashed, writing):
+        staging.mkdir()
+        (staging / "model.pkl").write_bytes(b"half written")
     assert [m["version"] for m in store.versions("demo")] == ["v1"]
     assert store.clean_staging("demo") == [crashed]
     assert not crashed.exists()
+    assert writing.exists()  # another run is still writing it
 
 
 def test_existing_version_is_never_overwritten(tmp_path) -> None:

@@ -17,6 +17,8 @@ import hashlib
 import json
 import os
 import shutil
+import socket
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -52,6 +54,28 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def staging_abandoned(path: Path, max_age_seconds: float = 86_400.0) -> bool:
+    """A staging directory whose writer died (same host, pid gone) or that is a day old."""
+    try:
+        age = time.time() - path.stat().st_mtime
+    except FileNotFoundError:
+        return False
+    parts = path.name.rsplit("-", 3)  # .tmp-<version>-<host>-<pid>-<random>
+    if len(parts) == 4 and parts[2].isdigit() and parts[1] == socket.gethostname():
+        return not process_alive(int(parts[2])) or age > max_age_seconds
+    return age > max_age_seconds
+
+
 class ModelStore:
     """Reads and writes the model files contract; knows nothing about Dagster."""
 
@@ -83,7 +107,10 @@ class ModelStore:
         final = history / version
         if final.exists():
             raise FileExistsError(f"model version {name}/{version} already exists at {final}")
-        staging = history / f".tmp-{version}-{uuid.uuid4().hex[:8]}"
+        # Host and pid in the name: clean_staging must never delete a write still in progress.
+        staging = (
+            history / f".tmp-{version}-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        )
         staging.mkdir()
         try:
             joblib.dump(estimator, staging / "model.pkl")
@@ -172,11 +199,16 @@ class ModelStore:
         return problems
 
     def clean_staging(self, name: str) -> list[Path]:
-        """Remove temp directories left by a crashed write; they were never visible as versions."""
+        """Remove temp directories left by a crashed write (never visible as versions).
+
+        Only those whose writer is gone: same host and a pid that no longer exists, or older
+        than a day. Another run writing the same model at this moment keeps its directory.
+        """
         history = self.history_dir(name)
         removed = []
         if history.is_dir():
             for path in history.glob(".tmp-*"):
-                shutil.rmtree(path, ignore_errors=True)
-                removed.append(path)
+                if staging_abandoned(path):
+                    shutil.rmtree(path, ignore_errors=True)
+                    removed.append(path)
         return removed
