@@ -21,7 +21,7 @@ import joblib
 import numpy as np
 import pandas as pd
 
-from blofin_assets.ml.store import HASHED_FILES, ModelStore, sha256_file
+from blofin_assets.ml.store import ModelStore, hash_problems
 
 DEFAULT_MODELS_DIR = "models"
 
@@ -79,22 +79,6 @@ class ServedModel:
         return out
 
 
-def verify_files(directory: Path, metadata: dict[str, Any]) -> None:
-    expected = metadata.get("sha256") or {}
-    for filename in HASHED_FILES:
-        path = directory / filename
-        if filename not in expected:
-            raise ModelIntegrityError(f"{directory / 'metadata.json'} records no sha256 for {path}")
-        if not path.is_file():
-            raise ModelIntegrityError(f"{path} is missing (expected sha256 {expected[filename]})")
-        actual = sha256_file(path)
-        if actual != expected[filename]:
-            raise ModelIntegrityError(
-                f"{path} has sha256 {actual}, expected {expected[filename]}: refusing to unpickle "
-                "a file that is not the one trained"
-            )
-
-
 def load_model(name: str, models_dir: str | Path | None = None) -> ServedModel:
     """The served version of ``name``, verified before anything is unpickled."""
     store = ModelStore(models_dir or os.environ.get("BLOFIN_MODELS_DIR", DEFAULT_MODELS_DIR))
@@ -108,7 +92,11 @@ def load_model(name: str, models_dir: str | Path | None = None) -> ServedModel:
         config = json.loads((directory / "config.json").read_text())
     except (OSError, ValueError) as error:
         raise ModelIntegrityError(f"{directory}: unreadable config/metadata ({error})") from error
-    verify_files(directory, metadata)
+    problems = hash_problems(directory, metadata)
+    if problems:
+        raise ModelIntegrityError(
+            "refusing to unpickle files that are not the ones trained: " + "; ".join(problems)
+        )
     estimator = joblib.load(directory / "model.pkl")
     scaler = joblib.load(directory / "scaler.pkl")
     expected_inputs = getattr(scaler, "n_features_in_", None)

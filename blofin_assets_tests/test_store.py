@@ -121,3 +121,15 @@ def test_existing_version_is_never_overwritten(tmp_path) -> None:
     with pytest.raises(FileExistsError):
         save(store, "v1")
     assert os.listdir(tmp_path / "model_demo" / "history") == ["v1"]
+
+
+def test_a_served_file_without_a_recorded_hash_is_reported(tmp_path) -> None:
+    store = ModelStore(tmp_path)
+    save(store, "v1")
+    store.promote("demo", "v1")
+    metadata_path = tmp_path / "model_demo" / "history" / "v1" / "metadata.json"
+    metadata = json.loads(metadata_path.read_text())
+    del metadata["sha256"]["scaler.pkl"]
+    metadata_path.write_text(json.dumps(metadata))
+    problems = store.verify_served("demo")
+    assert len(problems) == 1 and "records no sha256" in problems[0] and "scaler.pkl" in problems[0]

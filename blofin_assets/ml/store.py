@@ -76,6 +76,22 @@ def staging_abandoned(path: Path, max_age_seconds: float = 86_400.0) -> bool:
     return age > max_age_seconds
 
 
+def hash_problems(directory: Path, metadata: dict[str, Any]) -> list[str]:
+    """Each pickled file must exist and match the sha256 recorded at training time; a file
+    the metadata records no hash for is a problem too, never skipped."""
+    expected = metadata.get("sha256") or {}
+    problems = []
+    for filename in HASHED_FILES:
+        path = directory / filename
+        if filename not in expected:
+            problems.append(f"{directory / 'metadata.json'} records no sha256 for {path}")
+        elif not path.is_file():
+            problems.append(f"{path} is missing (expected sha256 {expected[filename]})")
+        elif (actual := sha256_file(path)) != expected[filename]:
+            problems.append(f"{path} has sha256 {actual}, expected {expected[filename]}")
+    return problems
+
+
 class ModelStore:
     """Reads and writes the model files contract; knows nothing about Dagster."""
 
@@ -190,13 +206,7 @@ class ModelStore:
             metadata = self.read_metadata(name, directory.name)
         except (OSError, ValueError) as error:
             return [*problems, f"{directory / 'metadata.json'}: unreadable ({error})"]
-        for filename, expected in metadata.get("sha256", {}).items():
-            path = directory / filename
-            if not path.is_file():
-                problems.append(f"{path}: missing")
-            elif (actual := sha256_file(path)) != expected:
-                problems.append(f"{path}: sha256 {actual} != expected {expected}")
-        return problems
+        return problems + hash_problems(directory, metadata)
 
     def clean_staging(self, name: str) -> list[Path]:
         """Remove temp directories left by a crashed write (never visible as versions).
