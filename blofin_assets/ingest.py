@@ -6,6 +6,7 @@ says so in every report.
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -62,11 +63,13 @@ def fetch_raw(
         return read_candles_file(settings.candles_file), 0
     frames = []
     requests = 0
-    with BlofinClient(settings.api_url) as client:
+    # The demo market is computed locally: no HTTP session is opened for it.
+    session = BlofinClient(settings.api_url) if settings.source == "blofin" else nullcontext()
+    with session as client:
         for inst_id, (start, end) in fetch_window(settings, latest, now).items():
             if start >= end:
                 continue
-            if settings.source == "demo":
+            if client is None:
                 frame = demo_candles([inst_id], settings.bar, start, end)
                 frame["origin"] = f"demo market {inst_id} {start.isoformat()}..{end.isoformat()}"
             else:

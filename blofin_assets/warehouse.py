@@ -179,6 +179,15 @@ def insert_new_rows(
         return int(scalar(con, f"SELECT count(*) FROM {name}") - before)
 
 
+def query_frame(
+    con: duckdb.DuckDBPyConnection, sql: str, params: list[object] | None = None
+) -> pd.DataFrame:
+    """A query's rows as a DataFrame whose ``ts`` is UTC whatever the session time zone."""
+    frame = con.execute(sql, params or []).df()
+    frame["ts"] = pd.to_datetime(frame["ts"], utc=True)
+    return frame
+
+
 def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
     con.execute(CANDLES_DDL)
     con.execute(CANDLES_REJECTED_DDL)
@@ -296,9 +305,7 @@ def read_candles(
     if start is not None:
         query += " WHERE ts >= ?"
         params.append(start.to_pydatetime())
-    frame = con.execute(query + " ORDER BY inst_id, ts", params).df()
-    frame["ts"] = pd.to_datetime(frame["ts"], utc=True)
-    return frame
+    return query_frame(con, query + " ORDER BY inst_id, ts", params)
 
 
 def replace_table(con: duckdb.DuckDBPyConnection, table: str, frame: pd.DataFrame) -> None:
@@ -379,12 +386,11 @@ def read_training_frame(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
     for table in ("features", "targets"):
         if not table_exists(con, table):
             raise ValueError(f"table {table!r} does not exist yet: materialize it first")
-    frame = con.execute(
+    return query_frame(
+        con,
         "SELECT f.*, t.* EXCLUDE (inst_id, ts) FROM features f "
-        "JOIN targets t USING (inst_id, ts) ORDER BY ts, inst_id"
-    ).df()
-    frame["ts"] = pd.to_datetime(frame["ts"], utc=True)
-    return frame
+        "JOIN targets t USING (inst_id, ts) ORDER BY ts, inst_id",
+    )
 
 
 PREDICTIONS_DDL = """
@@ -404,12 +410,11 @@ CREATE TABLE IF NOT EXISTS model_predictions (
 
 def latest_feature_rows(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
     """Each instrument's newest features row: the latest closed bar, label not known yet."""
-    frame = con.execute(
+    return query_frame(
+        con,
         "SELECT * FROM features QUALIFY row_number() OVER (PARTITION BY inst_id ORDER BY ts DESC)"
-        " = 1 ORDER BY inst_id"
-    ).df()
-    frame["ts"] = pd.to_datetime(frame["ts"], utc=True)
-    return frame
+        " = 1 ORDER BY inst_id",
+    )
 
 
 def append_predictions(con: duckdb.DuckDBPyConnection, frame: pd.DataFrame) -> int:

@@ -34,7 +34,7 @@ def build_predictions_asset(
         scored = score_latest(latest, model_names, model_store.models_dir)
         with warehouse.connect() as con:
             added = wh.append_predictions(con, scored)
-            total = con.execute("SELECT count(*) FROM model_predictions").fetchone()[0]
+            total = wh.scalar(con, "SELECT count(*) FROM model_predictions")
         preview = scored.pivot_table(
             index="inst_id", columns="model_name", values="prediction", aggfunc="first"
         )

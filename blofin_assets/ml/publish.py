@@ -73,6 +73,7 @@ def model_metadata(
     trained_at: pd.Timestamp,
     run_id: str,
     horizon: int,
+    data_sources: Sequence[str],
 ) -> dict[str, Any]:
     evaluation = trained.evaluation
     return {
@@ -94,6 +95,8 @@ def model_metadata(
             "purge_bars": trained.split.purge_bars,
         },
         "instruments": list(trained.instruments),
+        "data_sources": list(data_sources),
+        "synthetic_data": "demo" in data_sources,
         "horizon_bars": horizon,
         "max_train_rows": trained.spec.max_train_rows,
         "row_sampling": trained.spec.row_sampling,
@@ -150,9 +153,8 @@ def train_and_publish(
         trained_at=trained_at,
         run_id=run_id,
         horizon=horizon,
+        data_sources=data_sources,
     )
-    metadata["data_sources"] = list(data_sources)
-    metadata["synthetic_data"] = "demo" in data_sources
     store.clean_staging(spec.name)
     version_dir = store.save_version(
         spec.name,
