@@ -17,7 +17,7 @@ FRESHNESS_BARS = 2
 def candles_unique(con: duckdb.DuckDBPyConnection) -> GateOutcome:
     rows, distinct = con.execute(
         "SELECT count(*), count(DISTINCT (inst_id, ts)) FROM candles"
-    ).fetchone()
+    ).fetchall()[0]
     duplicates = int(rows - distinct)
     return GateOutcome(
         "no_duplicate_bars",
@@ -40,7 +40,7 @@ def candles_ohlc_valid(con: duckdb.DuckDBPyConnection) -> GateOutcome:
                              AND isfinite(close) AND isfinite(volume)))
         FROM candles
         """
-    ).fetchone()
+    ).fetchall()[0]
     labels = ("non_positive_price", "ohlc_inconsistent", "negative_volume", "non_finite")
     found = {label: int(count) for label, count in zip(labels, counts, strict=True)}
     bad = sum(found.values())
@@ -125,7 +125,7 @@ def finite_columns(con: duckdb.DuckDBPyConnection, table: str, columns: list[str
     )
     counts = con.execute(
         f"SELECT count(*), {expressions} FROM {quote_identifier(table)}"
-    ).fetchone()
+    ).fetchall()[0]
     rows, *bad_counts = counts
     bad = {column: int(n) for column, n in zip(columns, bad_counts, strict=True) if n}
     return GateOutcome(
@@ -177,7 +177,7 @@ def features_targets_aligned(con: duckdb.DuckDBPyConnection, horizon: int) -> Ga
                 (SELECT count(*) FROM features),
                 (SELECT count(*) FROM targets)
             """
-        ).fetchone()
+        ).fetchall()[0]
     )
     ok = labels_without_features == 0 and unlabelled_inside == 0 and unlabelled_tail <= horizon
     return GateOutcome(

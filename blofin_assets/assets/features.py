@@ -4,40 +4,57 @@ from dagster import DataVersion, MaterializeResult, MetadataValue, asset
 
 from blofin_assets import warehouse as wh
 from blofin_assets.assets.candles import candles
-from blofin_assets.assets.metadata import OWNERS, provenance, table_metadata, time_span
-from blofin_assets.assets.window import read_candle_window
-from blofin_assets.ml.dataset import feature_table
-from blofin_assets.ml.features import FEATURE_COLUMNS
+from blofin_assets.assets.metadata import OWNERS, derived_table_metadata, provenance
+from blofin_assets.derived import DerivedTable, refresh_table
+from blofin_assets.ml.features import (
+    FEATURE_COLUMNS,
+    FEATURE_WARMUP_BARS,
+    OUTPUT_COLUMNS,
+    compute_features,
+)
 from blofin_assets.resources import BlofinSettings, DuckDBWarehouse
+
+CODE_VERSION = "features-1"
+
+
+def feature_table_spec(settings: BlofinSettings) -> DerivedTable:
+    return DerivedTable(
+        name="features",
+        code_version=CODE_VERSION,
+        settings={"training_days": settings.training_days, "bar": settings.bar},
+        columns=OUTPUT_COLUMNS,
+        warmup_bars=FEATURE_WARMUP_BARS,
+        compute=lambda window, start: compute_features(window, start=start),
+    )
 
 
 @asset(
     deps=[candles],
     group_name="ml_data",
     description="Trailing-window indicators (TA-Lib and vectorised numpy), past and present "
-    "only, keyed by (inst_id, ts), table main.features. Warm-up rows are dropped, never filled.",
+    "only, keyed by (inst_id, ts), table main.features. Warm-up rows are dropped, never filled. "
+    "Hourly runs append the new bars' rows and drop those that left the window; the table is "
+    "rebuilt when code, settings or past candles change (write_mode/write_reason say which).",
     kinds={"duckdb", "pandas"},
     owners=OWNERS,
-    code_version="features-1",
+    code_version=CODE_VERSION,
     pool="duckdb_writer",
 )
 def features(settings: BlofinSettings, warehouse: DuckDBWarehouse) -> MaterializeResult:
-    window = read_candle_window(settings, warehouse)
-    table = feature_table(window.candles, window.start)
-    if table.empty:
-        raise ValueError(
-            f"no feature rows: {len(window.candles)} candles read are fewer than the warm-up needs"
-        )
     with warehouse.connect() as con:
-        wh.replace_table(con, "features", table)
+        refresh = refresh_table(
+            con,
+            feature_table_spec(settings),
+            training_days=settings.training_days,
+            bar=settings.bar_delta(),
+        )
+        sources = wh.candle_sources(con)
     return MaterializeResult(
         metadata={
-            **table_metadata(table, "features", warehouse.path),
-            **time_span(table),
-            **provenance(window.sources),
+            **derived_table_metadata(refresh, "features", warehouse.path),
+            **provenance(sources),
             "feature_count": MetadataValue.int(len(FEATURE_COLUMNS)),
             "feature_columns": MetadataValue.json(FEATURE_COLUMNS),
-            "candles_read": MetadataValue.int(len(window.candles)),
         },
-        data_version=DataVersion(wh.frame_fingerprint(table)),
+        data_version=DataVersion(refresh.data_version),
     )

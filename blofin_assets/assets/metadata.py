@@ -2,31 +2,32 @@
 
 from typing import Any
 
-import pandas as pd
 from dagster import MetadataValue, TableColumn, TableSchema
+
+from blofin_assets.derived import Refresh
 
 OWNERS = ["team:quant-ml"]
 
 
-def table_metadata(frame: pd.DataFrame, table: str, db_path: str) -> dict[str, Any]:
-    """What the Dagster catalog shows for a DuckDB table asset."""
+def derived_table_metadata(refresh: Refresh, table: str, db_path: str) -> dict[str, Any]:
+    """What the Dagster catalog shows for features/targets, and how this run wrote them."""
     schema = TableSchema(
-        columns=[
-            TableColumn(name=str(column), type=str(dtype)) for column, dtype in frame.dtypes.items()
-        ]
+        columns=[TableColumn(name=name, type=kind) for name, kind in refresh.schema]
     )
     return {
         "dagster/column_schema": schema,
-        "dagster/row_count": MetadataValue.int(len(frame)),
+        "dagster/row_count": MetadataValue.int(refresh.rows),
         "dagster/table_name": f"main.{table}",
         "duckdb_path": MetadataValue.path(db_path),
+        "first_ts": str(refresh.first_ts) if refresh.first_ts is not None else "none",
+        "last_ts": str(refresh.last_ts) if refresh.last_ts is not None else "none",
+        "window_start": str(refresh.window_start),
+        "write_mode": refresh.mode,
+        "write_reason": refresh.reason,
+        "rows_added": MetadataValue.int(refresh.rows_added),
+        "rows_dropped": MetadataValue.int(refresh.rows_dropped),
+        "candles_read": MetadataValue.int(refresh.candles_read),
     }
-
-
-def time_span(frame: pd.DataFrame) -> dict[str, Any]:
-    if frame.empty:
-        return {"first_ts": "none", "last_ts": "none"}
-    return {"first_ts": str(frame["ts"].min()), "last_ts": str(frame["ts"].max())}
 
 
 def provenance(sources: list[str]) -> dict[str, Any]:

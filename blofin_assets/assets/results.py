@@ -51,7 +51,7 @@ def build_results_asset(model_assets: Sequence[AssetsDefinition]) -> AssetsDefin
             )
             total, max_id = con.execute(
                 "SELECT count(*), coalesce(max(id), 0) FROM ml_model_results"
-            ).fetchone()
+            ).fetchall()[0]
             latest = con.execute(
                 "SELECT id, model_name, status, primary_metric, primary_value, baseline_value, "
                 "skill FROM ml_model_results ORDER BY id DESC LIMIT 10"

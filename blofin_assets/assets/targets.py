@@ -4,10 +4,28 @@ from dagster import DataVersion, MaterializeResult, MetadataValue, asset
 
 from blofin_assets import warehouse as wh
 from blofin_assets.assets.candles import candles
-from blofin_assets.assets.metadata import OWNERS, provenance, table_metadata, time_span
-from blofin_assets.assets.window import read_candle_window
-from blofin_assets.ml.dataset import target_table
+from blofin_assets.assets.metadata import OWNERS, derived_table_metadata, provenance
+from blofin_assets.derived import DerivedTable, refresh_table
+from blofin_assets.ml.targets import OUTPUT_COLUMNS, RISK_REFERENCE_BARS, compute_targets
 from blofin_assets.resources import BlofinSettings, DuckDBWarehouse
+
+CODE_VERSION = "targets-1"
+
+
+def target_table_spec(settings: BlofinSettings) -> DerivedTable:
+    horizon = settings.horizon
+    return DerivedTable(
+        name="targets",
+        code_version=CODE_VERSION,
+        settings={
+            "training_days": settings.training_days,
+            "bar": settings.bar,
+            "horizon": horizon,
+        },
+        columns=OUTPUT_COLUMNS,
+        warmup_bars=RISK_REFERENCE_BARS,
+        compute=lambda window, start: compute_targets(window, horizon=horizon, start=start),
+    )
 
 
 @asset(
@@ -15,32 +33,30 @@ from blofin_assets.resources import BlofinSettings, DuckDBWarehouse
     group_name="ml_data",
     description="Labels per (inst_id, ts) from candles t+1..t+H (H = BLOFIN_HORIZON, default 5) "
     "plus the persistence baselines known at t, table main.targets. The last H rows of each "
-    "instrument have no label and are dropped, never filled.",
+    "instrument have no label and are dropped, never filled; hourly runs append the rows whose "
+    "label became known.",
     kinds={"duckdb", "pandas"},
     owners=OWNERS,
-    code_version="targets-1",
+    code_version=CODE_VERSION,
     pool="duckdb_writer",
 )
 def targets(settings: BlofinSettings, warehouse: DuckDBWarehouse) -> MaterializeResult:
-    window = read_candle_window(settings, warehouse)
-    table = target_table(window.candles, window.start, settings.horizon)
-    if table.empty:
-        raise ValueError(f"no labelled rows from {len(window.candles)} candles")
     with warehouse.connect() as con:
-        wh.replace_table(con, "targets", table)
+        refresh = refresh_table(
+            con,
+            target_table_spec(settings),
+            training_days=settings.training_days,
+            bar=settings.bar_delta(),
+        )
+        sources = wh.candle_sources(con)
+        balance = wh.label_balance(con)
     return MaterializeResult(
         metadata={
-            **table_metadata(table, "targets", warehouse.path),
-            **time_span(table),
-            **provenance(window.sources),
+            **derived_table_metadata(refresh, "targets", warehouse.path),
+            **provenance(sources),
             "horizon_bars": MetadataValue.int(settings.horizon),
-            "direction_up_share": MetadataValue.float(float(table["target_direction"].mean())),
-            "momentum_class_shares": MetadataValue.json(
-                {
-                    str(k): round(float(v), 4)
-                    for k, v in table["target_momentum"].value_counts(normalize=True).items()
-                }
-            ),
+            "direction_up_share": MetadataValue.float(balance["direction_up_share"]),
+            "momentum_class_shares": MetadataValue.json(balance["momentum_class_shares"]),
         },
-        data_version=DataVersion(wh.frame_fingerprint(table)),
+        data_version=DataVersion(refresh.data_version),
     )

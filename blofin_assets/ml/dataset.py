@@ -25,13 +25,11 @@ def read_start(newest_ts: pd.Timestamp, training_days: int, bar: pd.Timedelta) -
 
 
 def feature_table(candles: pd.DataFrame, start: pd.Timestamp) -> pd.DataFrame:
-    features = compute_features(candles)
-    return features.loc[features["ts"] >= start].reset_index(drop=True)
+    return compute_features(candles, start=start)
 
 
 def target_table(candles: pd.DataFrame, start: pd.Timestamp, horizon: int) -> pd.DataFrame:
-    targets = compute_targets(candles, horizon=horizon)
-    return targets.loc[targets["ts"] >= start].reset_index(drop=True)
+    return compute_targets(candles, horizon=horizon, start=start)
 
 
 def training_frame(features: pd.DataFrame, targets: pd.DataFrame) -> pd.DataFrame:

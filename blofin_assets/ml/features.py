@@ -198,14 +198,15 @@ def _block_features(
     close: np.ndarray,
     volume: np.ndarray,
     out: np.ndarray,
+    first_row: int = FEATURE_WARMUP_BARS,
 ) -> None:
-    """Write the features of rows FEATURE_WARMUP_BARS.. of one instrument into `out`.
+    """Write the features of rows first_row.. (>= FEATURE_WARMUP_BARS) of one instrument.
 
-    `out` is (n_features, n - FEATURE_WARMUP_BARS).  Numpy features are evaluated on those
-    rows only; TA-Lib runs over the whole block (its filters need the history) and is cut.
+    `out` is (n_features, n - first_row).  Numpy features are evaluated on those rows only;
+    TA-Lib runs over the whole block (its filters need the history) and is cut.
     """
     col = {name: i for i, name in enumerate(FEATURE_COLUMNS)}
-    w0 = FEATURE_WARMUP_BARS
+    w0 = first_row
     n = len(close)
     tail = slice(w0, n)
     close_t = close[tail]
@@ -298,11 +299,24 @@ def empty_features() -> pd.DataFrame:
     return frame
 
 
-def compute_features(candles: pd.DataFrame) -> pd.DataFrame:
+def first_output_rows(
+    ts_ns: np.ndarray, starts: np.ndarray, ends: np.ndarray, warmup: int, start: pd.Timestamp | None
+) -> np.ndarray:
+    """Per instrument block, the first row that has `warmup` bars before it and ts >= start."""
+    first = starts + warmup
+    if start is not None:
+        start_ns = pd.Timestamp(start).as_unit("ns").value
+        for i, (lo, hi) in enumerate(zip(starts, ends, strict=True)):
+            first[i] = max(first[i], lo + np.searchsorted(ts_ns[lo:hi], start_ns, side="left"))
+    return first
+
+
+def compute_features(candles: pd.DataFrame, start: pd.Timestamp | None = None) -> pd.DataFrame:
     """Features for every candle with a full trailing history: inst_id, ts, close, features.
 
-    One row per input candle from its instrument's FEATURE_WARMUP_BARS-th bar on; earlier
-    rows are dropped (not filled).  Sorted by (inst_id, ts), float64, no NaN or inf.
+    One row per input candle from its instrument's FEATURE_WARMUP_BARS-th bar on and, given
+    `start`, from `start` on; earlier rows are dropped (not filled) and never computed, so
+    the warm-up bars cost TA-Lib time only.  Sorted by (inst_id, ts), float64, no NaN or inf.
     """
     candles, starts = instrument_blocks(candles)
     n = len(candles)
@@ -317,7 +331,8 @@ def compute_features(candles: pd.DataFrame) -> pd.DataFrame:
     volume = candles["volume"].to_numpy(dtype=np.float64)
 
     ends = np.append(starts[1:], n)
-    first_rows = starts + FEATURE_WARMUP_BARS
+    ts_ns = candles["ts"].array.asi8
+    first_rows = first_output_rows(ts_ns, starts, ends, FEATURE_WARMUP_BARS, start)
     lengths = np.maximum(ends - first_rows, 0)
     rows = np.concatenate([np.arange(a, a + m) for a, m in zip(first_rows, lengths, strict=True)])
     # One float block: row 0 is the reference close, then the features in model order.
@@ -326,14 +341,17 @@ def compute_features(candles: pd.DataFrame) -> pd.DataFrame:
     table[0] = close[rows]
     feats = table[1:]
     offset = 0
-    for start, end, length in zip(starts, ends, lengths, strict=True):
+    for block_start, end, first, length in zip(starts, ends, first_rows, lengths, strict=True):
         if length == 0:
-            continue  # too short to produce a single row; skip TA-Lib on it entirely
-        part = slice(start, end)
+            continue  # no row to produce: skip TA-Lib on the block entirely
+        part = slice(block_start, end)
         block_out = feats[:, offset : offset + length]
-        _block_features(open_[part], high[part], low[part], close[part], volume[part], block_out)
+        _block_features(
+            open_[part], high[part], low[part], close[part], volume[part], block_out,
+            first_row=int(first - block_start),
+        )  # fmt: skip
         offset += length
-    _calendar_features(candles["ts"].array.asi8[rows], feats)
+    _calendar_features(ts_ns[rows], feats)
 
     if not np.isfinite(table.sum()):  # defensive: a row with an undefined feature is dropped
         finite = np.isfinite(table).all(axis=0)

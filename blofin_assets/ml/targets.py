@@ -41,6 +41,7 @@ import pandas as pd
 
 from blofin_assets.ml.features import (
     check_prices,
+    first_output_rows,
     instrument_blocks,
     log_returns,
     realised_volatility,
@@ -92,13 +93,18 @@ def empty_targets() -> pd.DataFrame:
     return frame
 
 
-def _block_targets(close: np.ndarray, horizon: int, out: dict[str, np.ndarray]) -> None:
-    """Fill the label/baseline arrays (length n - RISK_REFERENCE_BARS - H) of one instrument."""
+def _block_targets(
+    close: np.ndarray,
+    horizon: int,
+    out: dict[str, np.ndarray],
+    first_row: int = RISK_REFERENCE_BARS,
+) -> None:
+    """Fill the label/baseline arrays (rows first_row..n-H-1) of one instrument."""
     n = len(close)
     h = horizon
-    t = slice(RISK_REFERENCE_BARS, n - h)  # rows with a reference scale and a full horizon
-    ahead = slice(RISK_REFERENCE_BARS + h, n)  # row t + H
-    behind = slice(RISK_REFERENCE_BARS - h, n - 2 * h)  # row t - H
+    t = slice(first_row, n - h)  # rows with a reference scale and a full horizon
+    ahead = slice(first_row + h, n)  # row t + H
+    behind = slice(first_row - h, n - 2 * h)  # row t - H
 
     log_close = np.log(close)
     returns = log_returns(close)
@@ -135,11 +141,14 @@ def _block_targets(close: np.ndarray, horizon: int, out: dict[str, np.ndarray]) 
     out["naive_risk_level"] = risk_score(sigma * np.sqrt(h), sigma, h)
 
 
-def compute_targets(candles: pd.DataFrame, horizon: int = 5) -> pd.DataFrame:
+def compute_targets(
+    candles: pd.DataFrame, horizon: int = 5, start: pd.Timestamp | None = None
+) -> pd.DataFrame:
     """Labels built from candles t+1..t+H (plus the trailing reference scale), per instrument.
 
     Output columns inst_id, ts, *TARGET_COLUMNS, *NAIVE_COLUMNS, sorted by (inst_id, ts);
-    the first RISK_REFERENCE_BARS and last `horizon` rows of each instrument are dropped.
+    the first RISK_REFERENCE_BARS and last `horizon` rows of each instrument are dropped, and
+    so are rows before `start` (never computed).
     """
     if isinstance(horizon, bool) or not isinstance(horizon, int | np.integer) or horizon < 1:
         raise ValueError(f"horizon must be a positive integer number of bars, got {horizon!r}")
@@ -154,14 +163,17 @@ def compute_targets(candles: pd.DataFrame, horizon: int = 5) -> pd.DataFrame:
     close = candles["close"].to_numpy(dtype=np.float64)
 
     ends = np.append(starts[1:], n)
+    first_rows = first_output_rows(
+        candles["ts"].array.asi8, starts, ends, RISK_REFERENCE_BARS, start
+    )
     row_parts: list[np.ndarray] = []
     parts: dict[str, list[np.ndarray]] = {column: [] for column in TARGET_COLUMNS + NAIVE_COLUMNS}
-    for start, end in zip(starts, ends, strict=True):
-        if end - start <= RISK_REFERENCE_BARS + horizon:
-            continue  # no row has both a reference scale and a full horizon
+    for block_start, end, first in zip(starts, ends, first_rows, strict=True):
+        if end - horizon <= first:
+            continue  # no row has a reference scale, a full horizon and ts >= start
         block: dict[str, np.ndarray] = {}
-        _block_targets(close[start:end], horizon, block)
-        row_parts.append(np.arange(start + RISK_REFERENCE_BARS, end - horizon))
+        _block_targets(close[block_start:end], horizon, block, first_row=int(first - block_start))
+        row_parts.append(np.arange(first, end - horizon))
         for column, values in block.items():
             parts[column].append(values)
     if not row_parts:

@@ -1,0 +1,264 @@
+"""Appending to features/targets gives the rows a full rebuild would, and rebuilds when it must.
+
+Every test compares the table an hourly append leaves with a from-scratch rebuild on the
+same candles (a second DuckDB file), so a wrong warm-up, a dropped or duplicated row, or a
+label written before its horizon closed shows up as a difference.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from blofin_assets import warehouse as wh
+from blofin_assets.assets.features import feature_table_spec
+from blofin_assets.assets.targets import target_table_spec
+from blofin_assets.derived import DerivedTable, Refresh, refresh_table
+from blofin_assets.ml.features import FEATURE_WARMUP_BARS, compute_features
+from blofin_assets.ml.targets import compute_targets
+from blofin_assets.resources import BlofinSettings
+from blofin_assets.sources.demo import demo_candles
+
+INSTRUMENTS = ["BTC-USDT", "ETH-USDT", "SOL-USDT"]
+T0 = pd.Timestamp("2026-11-10 00:00", tz="UTC")
+DAYS = 3  # training window; the market below starts two days before it
+BAR = pd.Timedelta(minutes=1)
+
+
+def settings(**overrides: object) -> BlofinSettings:
+    values: dict[str, object] = {"training_days": DAYS, "bar": "1m", "horizon": 5, **overrides}
+    return BlofinSettings(**values)
+
+
+def market(end: pd.Timestamp, instruments: list[str] = INSTRUMENTS) -> pd.DataFrame:
+    return demo_candles(instruments, "1m", T0 - pd.Timedelta(days=DAYS + 2), end)
+
+
+def store(path: Path, candles: pd.DataFrame) -> None:
+    with wh.connect(path) as con:
+        wh.upsert_candles(con, candles, source="demo")
+
+
+def refresh(path: Path, table: DerivedTable) -> Refresh:
+    with wh.connect(path) as con:
+        return refresh_table(con, table, training_days=DAYS, bar=BAR)
+
+
+def read(path: Path, name: str) -> pd.DataFrame:
+    with wh.connect(path, read_only=True) as con:
+        return wh.query_frame(con, f"SELECT * FROM {name} ORDER BY inst_id, ts")
+
+
+def rebuilt(tmp_path: Path, candles: pd.DataFrame, table: DerivedTable) -> pd.DataFrame:
+    """The same table built from scratch on the same candles, in a separate file."""
+    path = tmp_path / f"rebuild-{table.name}.duckdb"
+    path.unlink(missing_ok=True)
+    store(path, candles)
+    assert refresh(path, table).mode == "rebuild"
+    return read(path, table.name)
+
+
+def assert_same_rows(appended: pd.DataFrame, full: pd.DataFrame) -> None:
+    """Same keys and labels; floats equal to rounding (see derived.py): 1e-9 relative, or
+    1e-9 of the column's largest value for values near zero (Bollinger %B near a band)."""
+    pd.testing.assert_frame_equal(
+        appended[["inst_id", "ts"]], full[["inst_id", "ts"]], check_dtype=False
+    )
+    for column in appended.columns[2:]:
+        a, b = appended[column].to_numpy(), full[column].to_numpy()
+        if np.issubdtype(a.dtype, np.integer):
+            np.testing.assert_array_equal(a, b, err_msg=column)
+        else:
+            scale = float(np.max(np.abs(b))) if len(b) else 0.0
+            np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-9 * scale, err_msg=column)
+
+
+@pytest.mark.parametrize("spec", [feature_table_spec, target_table_spec])
+def test_an_hourly_append_equals_a_rebuild_and_reads_only_the_warm_up(tmp_path: Path, spec) -> None:
+    table = spec(settings())
+    path = tmp_path / "blofin.duckdb"
+    store(path, market(T0))
+    first = refresh(path, table)
+    assert first.mode == "rebuild" and first.reason.startswith("first build")
+
+    later = T0 + pd.Timedelta(minutes=60)
+    store(path, market(later))
+    hourly = refresh(path, table)
+
+    assert hourly.mode == "append", hourly.reason
+    assert hourly.rows_added == 60 * len(INSTRUMENTS)
+    assert hourly.rows_dropped == 60 * len(INSTRUMENTS)  # the window slid by an hour
+    # Only each instrument's warm-up, the new hour and (targets) the H bars that were still
+    # unlabelled were read, not the 3-day window.
+    unlabelled = table.settings.get("horizon", 0)
+    assert hourly.candles_read == len(INSTRUMENTS) * (table.warmup_bars + 60 + unlabelled)
+    full = rebuilt(tmp_path, market(later), table)
+    assert_same_rows(read(path, table.name), full)
+    assert hourly.rows == len(full)
+
+
+def test_no_new_candles_keeps_the_table_and_its_data_version(tmp_path: Path) -> None:
+    table = feature_table_spec(settings())
+    path = tmp_path / "blofin.duckdb"
+    store(path, market(T0))
+    first = refresh(path, table)
+    again = refresh(path, table)
+    assert (again.mode, again.rows_added, again.rows_dropped) == ("append", 0, 0)
+    assert again.data_version == first.data_version
+
+
+def test_identical_candles_give_the_same_data_version_in_another_file(
+    tmp_path: Path,
+) -> None:
+    """The version is a hash of the stored rows, so nothing run-specific may leak into it."""
+    table = target_table_spec(settings())
+    path = tmp_path / "blofin.duckdb"
+    store(path, market(T0))
+    first = refresh(path, table)
+    other = tmp_path / "other.duckdb"
+    store(other, market(T0))
+    assert refresh(other, table).data_version == first.data_version
+
+
+def test_a_back_filled_gap_forces_a_rebuild_that_names_the_instrument(tmp_path: Path) -> None:
+    table = feature_table_spec(settings())
+    path = tmp_path / "blofin.duckdb"
+    candles = market(T0)
+    missing = (candles["inst_id"] == "ETH-USDT") & (candles["ts"] == T0 - pd.Timedelta(hours=30))
+    store(path, candles.loc[~missing])
+    refresh(path, table)
+
+    store(path, market(T0 + pd.Timedelta(minutes=60)))  # the exchange now serves the gap bar
+    result = refresh(path, table)
+
+    assert result.mode == "rebuild"
+    assert "ETH-USDT (+1 rows)" in result.reason
+    assert_same_rows(
+        read(path, "features"), rebuilt(tmp_path, market(T0 + pd.Timedelta(minutes=60)), table)
+    )
+
+
+def test_a_gap_in_the_warm_up_still_gives_appended_rows_their_full_history(
+    tmp_path: Path,
+) -> None:
+    """The warm-up is read by position: a 3-hour outage before the mark changes nothing."""
+    table = feature_table_spec(settings())
+    path = tmp_path / "blofin.duckdb"
+    outage = (market(T0 + pd.Timedelta(minutes=60))["ts"] >= T0 - pd.Timedelta(hours=4)) & (
+        market(T0 + pd.Timedelta(minutes=60))["ts"] < T0 - pd.Timedelta(hours=1)
+    )
+    everything = market(T0 + pd.Timedelta(minutes=60)).loc[~outage].reset_index(drop=True)
+    store(path, everything.loc[everything["ts"] < T0])
+    refresh(path, table)
+    store(path, everything)
+    result = refresh(path, table)
+    assert result.mode == "append"
+    assert_same_rows(read(path, "features"), rebuilt(tmp_path, everything, table))
+
+
+@pytest.mark.parametrize(
+    ("changed", "reason"),
+    [
+        (lambda: target_table_spec(settings(horizon=10)), "settings changed"),
+        (lambda: target_table_spec(settings(training_days=2)), "settings changed"),
+    ],
+)
+def test_changed_settings_rebuild(tmp_path: Path, changed, reason: str) -> None:
+    path = tmp_path / "blofin.duckdb"
+    store(path, market(T0))
+    refresh(path, target_table_spec(settings()))
+    table = changed()
+    with wh.connect(path) as con:
+        result = refresh_table(con, table, training_days=table.settings["training_days"], bar=BAR)
+    assert result.mode == "rebuild" and reason in result.reason
+
+
+def test_a_new_code_version_rebuilds(tmp_path: Path) -> None:
+    path = tmp_path / "blofin.duckdb"
+    store(path, market(T0))
+    table = feature_table_spec(settings())
+    refresh(path, table)
+    bumped = DerivedTable(**{**table.__dict__, "code_version": "features-99"})
+    result = refresh(path, bumped)
+    assert result.mode == "rebuild"
+    assert "features-1 -> features-99" in result.reason
+
+
+def test_rows_removed_outside_the_asset_are_noticed(tmp_path: Path) -> None:
+    path = tmp_path / "blofin.duckdb"
+    store(path, market(T0))
+    table = feature_table_spec(settings())
+    refresh(path, table)
+    with wh.connect(path) as con:
+        con.execute(
+            "DELETE FROM features WHERE ts > ?", [(T0 - pd.Timedelta(hours=2)).to_pydatetime()]
+        )
+    result = refresh(path, table)
+    assert result.mode == "rebuild" and "edited outside" in result.reason
+    assert_same_rows(read(path, "features"), rebuilt(tmp_path, market(T0), table))
+
+
+def test_a_new_instrument_is_built_from_its_window_while_the_others_append(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "blofin.duckdb"
+    store(path, market(T0, INSTRUMENTS[:2]))
+    table = target_table_spec(settings())
+    refresh(path, table)
+    later = T0 + pd.Timedelta(minutes=60)
+    store(path, market(later))
+    result = refresh(path, table)
+    assert result.mode == "append"
+    assert_same_rows(read(path, "targets"), rebuilt(tmp_path, market(later), table))
+
+
+def test_a_failing_computation_leaves_table_and_state_untouched(tmp_path: Path) -> None:
+    path = tmp_path / "blofin.duckdb"
+    store(path, market(T0))
+    table = feature_table_spec(settings())
+    refresh(path, table)
+    before = read(path, "features")
+    with wh.connect(path, read_only=True) as con:
+        state_before = con.execute("SELECT * FROM derived_table_state ORDER BY ALL").fetchall()
+
+    def broken(window: pd.DataFrame, start: pd.Timestamp) -> pd.DataFrame:
+        raise RuntimeError("TA-Lib exploded")
+
+    store(path, market(T0 + pd.Timedelta(minutes=60)))
+    with pytest.raises(RuntimeError, match="exploded"):
+        refresh(path, DerivedTable(**{**table.__dict__, "compute": broken}))
+    pd.testing.assert_frame_equal(read(path, "features"), before)
+    with wh.connect(path, read_only=True) as con:
+        assert (
+            con.execute("SELECT * FROM derived_table_state ORDER BY ALL").fetchall() == state_before
+        )
+
+
+def test_too_few_candles_for_the_warm_up_is_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "blofin.duckdb"
+    short = demo_candles(["BTC-USDT"], "1m", T0 - pd.Timedelta(minutes=100), T0)
+    store(path, short)
+    with pytest.raises(ValueError, match=r"no features rows: the 100 candles .* 1440-bar warm-up"):
+        refresh(path, feature_table_spec(settings()))
+    with wh.connect(path, read_only=True) as con:
+        assert not wh.table_exists(con, "features")
+
+
+def test_computing_from_a_start_equals_computing_everything_then_filtering() -> None:
+    candles = market(T0)
+    start = T0 - pd.Timedelta(days=2, minutes=7)
+    features = compute_features(candles)
+    pd.testing.assert_frame_equal(
+        compute_features(candles, start=start),
+        features.loc[features["ts"] >= start].reset_index(drop=True),
+    )
+    targets = compute_targets(candles, horizon=5)
+    pd.testing.assert_frame_equal(
+        compute_targets(candles, horizon=5, start=start),
+        targets.loc[targets["ts"] >= start].reset_index(drop=True),
+    )
+    assert len(compute_features(candles, start=T0 + pd.Timedelta(days=1))) == 0
+    assert FEATURE_WARMUP_BARS == 1440
