@@ -4,7 +4,7 @@
 candles of a DuckDB file a benchmark run left behind (``run_benchmark.py --keep`` prints the
 temp dir) and times, with the product's own functions:
 
-* features / targets: read candles, compute, replace the table, fingerprint;
+* features / targets: read candles, compute, and the whole refresh (a rebuild);
 * the training frame read each model step does;
 * per model: ``train_model``'s fit, its test and train predictions, and saving the version.
 
@@ -53,11 +53,15 @@ def profile(args: argparse.Namespace) -> None:
     from sklearn.base import clone
 
     from blofin_assets import warehouse as wh
+    from blofin_assets.assets.features import feature_table_spec
+    from blofin_assets.assets.targets import target_table_spec
+    from blofin_assets.derived import refresh_table
     from blofin_assets.ml import training
     from blofin_assets.ml.dataset import feature_table, read_start, target_table, window_start
     from blofin_assets.ml.specs import MODEL_SPECS
     from blofin_assets.ml.splits import purged_split
     from blofin_assets.ml.store import ModelStore
+    from blofin_assets.resources import BlofinSettings
     from blofin_assets.sources import bar_duration
 
     work = Path(tempfile.mkdtemp(prefix="blofin-profile-"))
@@ -72,14 +76,18 @@ def profile(args: argparse.Namespace) -> None:
             record["rows"] = len(candles)
     start = window_start(newest, args.training_days)
     with timed("compute_features", rows=len(candles)):
-        features = feature_table(candles, start)
+        feature_table(candles, start)
     with timed("compute_targets", rows=len(candles)):
-        targets = target_table(candles, start, args.horizon)
-    for name, table in (("features", features), ("targets", targets)):
-        with wh.connect(db) as con, timed(f"replace_table_{name}", rows=len(table)):
-            wh.replace_table(con, name, table)
-        with timed(f"frame_fingerprint_{name}", rows=len(table)):
-            wh.frame_fingerprint(table)
+        target_table(candles, start, args.horizon)
+    settings = BlofinSettings(training_days=args.training_days, bar=args.bar, horizon=args.horizon)
+    for spec in (feature_table_spec(settings), target_table_spec(settings)):
+        # The whole step body: read, compute, write, content hash (a rebuild: the copy's
+        # table is dropped first, as on a first build).
+        with wh.connect(db) as con:
+            con.execute(f"DROP TABLE IF EXISTS {spec.name}")
+            with timed(f"refresh_{spec.name}_rebuild") as record:
+                refresh = refresh_table(con, spec, training_days=args.training_days, bar=bar)
+                record["rows"] = refresh.rows
     with wh.connect(db, read_only=True) as con, timed("read_training_frame") as record:
         frame = wh.read_training_frame(con)
         record["rows"] = len(frame)

@@ -7,7 +7,6 @@ fails naming the holder, instead of failing on the first collision.
 
 from __future__ import annotations
 
-import hashlib
 import random
 import re
 import time
@@ -309,21 +308,6 @@ def read_candles(
         query += " WHERE ts >= ?"
         params.append(start.to_pydatetime())
     return query_frame(con, query + " ORDER BY inst_id, ts", params)
-
-
-def replace_table(con: duckdb.DuckDBPyConnection, table: str, frame: pd.DataFrame) -> None:
-    """Swap a derived table's whole content in one transaction (readers see old or new)."""
-    name = quote_identifier(table)
-    with registered(con, "replacement_frame", frame), transaction(con):
-        con.execute(f"CREATE OR REPLACE TABLE {name} AS SELECT * FROM replacement_frame")
-
-
-def frame_fingerprint(frame: pd.DataFrame) -> str:
-    """Content hash of a derived table: identical inputs give identical data versions."""
-    hashed = pd.util.hash_pandas_object(frame, index=False).to_numpy()
-    digest = hashlib.sha256(hashed.tobytes())
-    digest.update(",".join(map(str, frame.columns)).encode())
-    return digest.hexdigest()[:20]
 
 
 def recorded_versions(con: duckdb.DuckDBPyConnection) -> set[tuple[str, str]]:
