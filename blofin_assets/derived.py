@@ -43,6 +43,8 @@ CREATE TABLE IF NOT EXISTS {STATE_TABLE} (
     candles_through TIMESTAMPTZ NOT NULL,
     candle_count BIGINT NOT NULL,
     candle_hash UBIGINT NOT NULL,
+    row_count BIGINT NOT NULL,
+    row_hash UBIGINT NOT NULL,
     last_row_ts TIMESTAMPTZ,
     built_at TIMESTAMPTZ NOT NULL,
     PRIMARY KEY (table_name, inst_id)
@@ -109,18 +111,17 @@ def refresh_table(
     The write connection holds DuckDB's file lock, so no candle can arrive between the
     fingerprint, the read and the write.
     """
-    con.execute(STATE_DDL)
+    ensure_state_table(con)
     newest = wh.newest_candle_ts(con)
     window_start = newest - pd.Timedelta(days=training_days)
     read_start = window_start - table.warmup_bars * bar
-    fingerprints = candle_fingerprints(con)
-    reason = rebuild_reason(con, table)
+    fingerprints = candle_fingerprints(con, table.name)
+    reason = rebuild_reason(con, table, fingerprints)
 
     if reason is None:
         marks = stored_marks(con, table.name)
-        candles = read_candles_after(con, marks, read_start, table.warmup_bars)
-        rows = table.compute(candles, window_start)
-        rows = drop_stored_rows(rows, marks)
+        candles = read_candles_after(con, marks, read_start, table.warmup_bars, bar)
+        rows = drop_stored_rows(table.compute(candles, window_start), marks)
     else:
         candles = wh.read_candles(con, start=read_start)
         rows = table.compute(candles, window_start)
@@ -129,58 +130,125 @@ def refresh_table(
                 f"no {table.name} rows: the {len(candles)} candles from {read_start} on are "
                 f"fewer than the {table.warmup_bars}-bar warm-up needs (per instrument)"
             )
-    missing = [c for c in table.columns if c not in rows.columns]
-    if missing or list(rows.columns) != table.columns:
+    if list(rows.columns) != table.columns:
         raise ValueError(
             f"{table.name} rows have columns {list(rows.columns)}, not {table.columns}"
         )
 
     with wh.transaction(con):
         if reason is None:
-            dropped = delete_before(con, table.name, window_start)
-            append_rows(con, table.name, rows)
+            # Content hashes are XORs of row hashes: update them by what left and came.
+            stats = stored_row_stats(con, table.name)
+            dropped = row_stats(con, table.name, "WHERE t.ts < ?", [window_start.to_pydatetime()])
+            delete_before(con, table.name, window_start)
+            added = append_rows(con, table.name, rows)
+            stats = combine(stats, dropped, added)
         else:
-            dropped = 0
-            create_table(con, table.name, rows)
-        save_state(con, table, fingerprints)
-    summary = table_summary(con, table.name)
+            dropped = {}
+            stats = create_table(con, table.name, rows)
+        summary = table_summary(con, table.name, stats)
+        save_state(con, table, fingerprints, stats, summary.pop("last_row_ts"))
     return Refresh(
         mode="append" if reason is None else "rebuild",
         reason=reason or "appended the rows after the last build",
         candles_read=len(candles),
         rows_added=len(rows),
-        rows_dropped=dropped,
+        rows_dropped=sum(count for count, _ in dropped.values()),
         window_start=window_start,
         **summary,
     )
 
 
-def candle_fingerprints(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
-    """Per instrument: newest candle, candle count and content hash over all its candles."""
-    return query(
-        con,
-        f"SELECT inst_id, max(ts) AS candles_through, count(*) AS candle_count, "
-        f"bit_xor({candle_content()}) AS candle_hash FROM candles GROUP BY inst_id",
-    )
+def ensure_state_table(con: duckdb.DuckDBPyConnection) -> None:
+    """Create the bookkeeping table; one from an older layout is replaced (forcing a rebuild)."""
+    expected = ["table_name", "inst_id", "code_version", "settings", "candles_through",
+                "candle_count", "candle_hash", "row_count", "row_hash", "last_row_ts",
+                "built_at"]  # fmt: skip
+    if wh.table_exists(con, STATE_TABLE) and table_columns(con, STATE_TABLE) != expected:
+        con.execute(f"DROP TABLE {STATE_TABLE}")
+    con.execute(STATE_DDL)
 
 
-def rebuild_reason(con: duckdb.DuckDBPyConnection, table: DerivedTable) -> str | None:
-    """Why the stored rows cannot be appended to, or None when they can."""
-    if not wh.table_exists(con, table.name):
-        return "first build: the table does not exist yet"
-    stored_columns = [
+def table_columns(con: duckdb.DuckDBPyConnection, name: str) -> list[str]:
+    return [
         row[0]
         for row in con.execute(
             "SELECT column_name FROM information_schema.columns WHERE table_schema = 'main' "
             "AND table_name = ? ORDER BY ordinal_position",
-            [table.name],
+            [name],
         ).fetchall()
     ]
-    if stored_columns != table.columns:
+
+
+RowStats = dict[str, tuple[int, int]]  # inst_id -> (row count, XOR of row hashes)
+
+
+def row_stats(
+    con: duckdb.DuckDBPyConnection, name: str, where: str = "", params: list[object] | None = None
+) -> RowStats:
+    """Per instrument: rows and the XOR of DuckDB row hashes of table ``t`` (filtered)."""
+    table = wh.quote_identifier(name)
+    everything = ", ".join(f"t.{wh.quote_identifier(c)}" for c in table_columns(con, name))
+    found = con.execute(
+        f"SELECT t.inst_id, count(*), bit_xor(hash({everything})) FROM {table} t {where} "
+        "GROUP BY t.inst_id",
+        params or [],
+    ).fetchall()
+    return {inst: (int(count), int(content)) for inst, count, content in found}
+
+
+def stored_row_stats(con: duckdb.DuckDBPyConnection, name: str) -> RowStats:
+    found = con.execute(
+        f"SELECT inst_id, row_count, row_hash FROM {STATE_TABLE} WHERE table_name = ?", [name]
+    ).fetchall()
+    return {inst: (int(count), int(content)) for inst, count, content in found}
+
+
+def combine(stored: RowStats, dropped: RowStats, added: RowStats) -> RowStats:
+    result = {}
+    for inst in stored.keys() | added.keys():
+        count, content = stored.get(inst, (0, 0))
+        for other_count, other_content, sign in (
+            (*dropped.get(inst, (0, 0)), -1),
+            (*added.get(inst, (0, 0)), 1),
+        ):
+            count += sign * other_count
+            content ^= other_content
+        result[inst] = (count, content)
+    return result
+
+
+def candle_fingerprints(con: duckdb.DuckDBPyConnection, table_name: str) -> pd.DataFrame:
+    """Per instrument, in one scan of the candles: newest candle, count and content hash (to
+    record), and whether the candles up to the last build's newest one still match what was
+    recorded then (``changed``; ``count_then``/``stored_count`` say by how many rows)."""
+    return query(
+        con,
+        "SELECT c.inst_id, max(c.ts) AS candles_through, count(*) AS candle_count, "
+        "bit_xor(c.content) AS candle_hash, "
+        "count(*) FILTER (WHERE c.ts <= s.candles_through) AS count_then, "
+        "any_value(s.candle_count) AS stored_count, "
+        "coalesce(any_value(s.candle_count) <> count(*) FILTER (WHERE c.ts <= s.candles_through) "
+        "OR any_value(s.candle_hash) <> coalesce(bit_xor(c.content) FILTER "
+        "(WHERE c.ts <= s.candles_through), 0), false) AS changed "
+        f"FROM (SELECT inst_id, ts, {candle_content()} AS content FROM candles) c "
+        f"LEFT JOIN {STATE_TABLE} s ON s.table_name = ? AND s.inst_id = c.inst_id "
+        "GROUP BY c.inst_id ORDER BY c.inst_id",
+        [table_name],
+    )
+
+
+def rebuild_reason(
+    con: duckdb.DuckDBPyConnection, table: DerivedTable, fingerprints: pd.DataFrame
+) -> str | None:
+    """Why the stored rows cannot be appended to, or None when they can."""
+    if not wh.table_exists(con, table.name):
+        return "first build: the table does not exist yet"
+    if table_columns(con, table.name) != table.columns:
         return "the stored table's columns differ from this code's"
     state = query(
         con,
-        f"SELECT inst_id, code_version, settings, last_row_ts FROM {STATE_TABLE} "
+        f"SELECT inst_id, code_version, settings, row_count, last_row_ts FROM {STATE_TABLE} "
         "WHERE table_name = ?",
         [table.name],
     )
@@ -192,30 +260,35 @@ def rebuild_reason(con: duckdb.DuckDBPyConnection, table: DerivedTable) -> str |
     if set(state["settings"]) != {table.settings_json()}:
         return f"settings changed: {state['settings'].iloc[0]} -> {table.settings_json()}"
 
-    changed = con.execute(
-        f"SELECT s.inst_id, s.candle_count, count(c.ts) FROM {STATE_TABLE} s "
-        "LEFT JOIN candles c ON c.inst_id = s.inst_id AND c.ts <= s.candles_through "
-        "WHERE s.table_name = ? GROUP BY s.inst_id, s.candle_count, s.candle_hash "
-        f"HAVING s.candle_count <> count(c.ts) OR s.candle_hash <> "
-        f"coalesce(bit_xor({candle_content('c')}), 0)"
-        " ORDER BY s.inst_id",
-        [table.name],
-    ).fetchall()
-    if changed:
-        detail = ", ".join(f"{inst} ({now - then:+d} rows)" for inst, then, now in changed[:5])
-        more = f" and {len(changed) - 5} more" if len(changed) > 5 else ""
-        return f"candles at or before the last build changed for {detail}{more}"
+    changed = fingerprints.loc[fingerprints["changed"]]
+    vanished = sorted(set(state["inst_id"]) - set(fingerprints["inst_id"]))
+    if len(changed) or vanished:
+        details = [
+            f"{inst} ({int(now) - int(then):+d} rows)"
+            for inst, then, now in zip(
+                changed["inst_id"], changed["stored_count"], changed["count_then"], strict=True
+            )
+        ] + [f"{inst} (all candles gone)" for inst in vanished]
+        more = f" and {len(details) - 5} more" if len(details) > 5 else ""
+        return f"candles at or before the last build changed for {', '.join(details[:5])}{more}"
 
-    stored = dict(
-        con.execute(f'SELECT inst_id, max(ts) FROM "{table.name}" GROUP BY inst_id').fetchall()
-    )
-    expected = {
-        inst: ts for inst, ts in zip(state["inst_id"], state["last_row_ts"], strict=True)
-        if not pd.isna(ts)
-    }  # fmt: skip
-    if {k: pd.Timestamp(v) for k, v in stored.items()} != {
-        k: pd.Timestamp(v) for k, v in expected.items()
-    }:
+    # Rows per instrument and the newest of each must be what the last build recorded; the
+    # content hash is kept up to date from those rows, not re-read (that would cost a scan).
+    actual = {
+        inst: (int(count), pd.Timestamp(last))
+        for inst, count, last in con.execute(
+            f"SELECT inst_id, count(*), max(ts) FROM {wh.quote_identifier(table.name)} "
+            "GROUP BY inst_id"
+        ).fetchall()
+    }
+    recorded = {
+        inst: (int(count), pd.Timestamp(last))
+        for inst, count, last in zip(
+            state["inst_id"], state["row_count"], state["last_row_ts"], strict=True
+        )
+        if count
+    }
+    if actual != recorded:
         return "the stored rows are not the ones the last build left (edited outside the asset)"
     return None
 
@@ -231,31 +304,54 @@ def stored_marks(con: duckdb.DuckDBPyConnection, table_name: str) -> pd.DataFram
 
 
 def read_candles_after(
-    con: duckdb.DuckDBPyConnection, marks: pd.DataFrame, read_start: pd.Timestamp, warmup: int
+    con: duckdb.DuckDBPyConnection,
+    marks: pd.DataFrame,
+    read_start: pd.Timestamp,
+    warmup: int,
+    bar: pd.Timedelta,
 ) -> pd.DataFrame:
     """Candles after each instrument's mark plus the `warmup` bars up to and including it.
 
     The warm-up is counted in bars, not time, so a gap before the mark still leaves every new
-    row its full history (within read_start, as in a rebuild).  Instruments without a mark
-    (new ones) are read from read_start.
+    row its full history (within read_start, as in a rebuild).  The search looks back twice
+    the warm-up's duration first and to read_start only for an instrument with gaps that
+    left too few bars there.  Instruments without a mark (new ones) are read from read_start.
     """
-    start = read_start.to_pydatetime()
-    with wh.registered(con, "marks", marks):
-        read_from = query(
-            con,
-            "SELECT inst_id, min(ts) AS read_from FROM (SELECT c.inst_id, c.ts, row_number() "
-            "OVER (PARTITION BY c.inst_id ORDER BY c.ts DESC) AS back FROM candles c "
-            "JOIN marks m ON m.inst_id = c.inst_id AND c.ts <= m.mark AND c.ts >= ?) "
-            "WHERE back <= ? GROUP BY inst_id",
-            [start, warmup],
+    lookback = marks.assign(
+        lower=(marks["mark"] - 2 * warmup * bar).where(
+            marks["mark"] - 2 * warmup * bar > read_start, read_start
         )
-    with wh.registered(con, "read_from", read_from):
+    )
+    read_from = warmup_starts(con, lookback, warmup)
+    short = read_from.loc[(read_from["found"] < warmup), "inst_id"]
+    if len(short):
+        widened = lookback.assign(
+            lower=lookback["lower"].where(~lookback["inst_id"].isin(short), read_start)
+        )
+        read_from = warmup_starts(con, widened, warmup)
+    with wh.registered(con, "read_from", read_from[["inst_id", "read_from"]]):
         return wh.query_frame(
             con,
             "SELECT c.inst_id, c.ts, c.open, c.high, c.low, c.close, c.volume FROM candles c "
             "LEFT JOIN read_from r ON r.inst_id = c.inst_id WHERE c.ts >= coalesce(r.read_from, ?)"
             " ORDER BY c.inst_id, c.ts",
-            [start],
+            [read_start.to_pydatetime()],
+        )
+
+
+def warmup_starts(
+    con: duckdb.DuckDBPyConnection, lookback: pd.DataFrame, warmup: int
+) -> pd.DataFrame:
+    """Per instrument, the `warmup`-th bar back from its mark (within `lower`) and how many
+    bars were found there (fewer than `warmup` near the start of the stored history)."""
+    with wh.registered(con, "lookback", lookback):
+        return query(
+            con,
+            "SELECT inst_id, min(ts) AS read_from, count(*) AS found FROM (SELECT c.inst_id, "
+            "c.ts, row_number() OVER (PARTITION BY c.inst_id ORDER BY c.ts DESC) AS back "
+            "FROM candles c JOIN lookback m ON m.inst_id = c.inst_id AND c.ts <= m.mark "
+            "AND c.ts >= m.lower) WHERE back <= ? GROUP BY inst_id",
+            [warmup],
         )
 
 
@@ -283,66 +379,96 @@ def as_arrow(rows: pd.DataFrame) -> pa.Table:
     return pa.Table.from_pandas(rows, preserve_index=False)
 
 
-def create_table(con: duckdb.DuckDBPyConnection, name: str, rows: pd.DataFrame) -> None:
+def create_table(con: duckdb.DuckDBPyConnection, name: str, rows: pd.DataFrame) -> RowStats:
     columns = ", ".join(
         f"{wh.quote_identifier(c)} {duckdb_type(t)}" for c, t in rows.dtypes.items()
     )
     con.execute(f"CREATE OR REPLACE TABLE {wh.quote_identifier(name)} ({columns})")
-    append_rows(con, name, rows)
+    return append_rows(con, name, rows)
 
 
-def append_rows(con: duckdb.DuckDBPyConnection, name: str, rows: pd.DataFrame) -> None:
+def append_rows(con: duckdb.DuckDBPyConnection, name: str, rows: pd.DataFrame) -> RowStats:
+    """Insert the rows; return their per-instrument stats, hashed as the table stores them."""
     if rows.empty:
-        return
-    with wh.registered(con, "derived_rows", as_arrow(rows)):
-        con.execute(f"INSERT INTO {wh.quote_identifier(name)} SELECT * FROM derived_rows")
-
-
-def delete_before(con: duckdb.DuckDBPyConnection, name: str, start: pd.Timestamp) -> int:
-    """Rows that left the training window."""
+        return {}
     table = wh.quote_identifier(name)
-    stale = wh.scalar(con, f"SELECT count(*) FROM {table} WHERE ts < ?", [start.to_pydatetime()])
-    if stale:
-        con.execute(f"DELETE FROM {table} WHERE ts < ?", [start.to_pydatetime()])
-    return int(stale)
+    with wh.registered(con, "derived_rows", as_arrow(rows)):
+        con.execute(f"INSERT INTO {table} SELECT * FROM derived_rows")
+        # Cast to the table's column types first, so each hash equals the stored row's.
+        types = [(row[0], row[1]) for row in con.execute(f"DESCRIBE {table}").fetchall()]
+        stored_as = ", ".join(f"CAST({wh.quote_identifier(c)} AS {k})" for c, k in types)
+        found = con.execute(
+            f"SELECT inst_id, count(*), bit_xor(hash({stored_as})) FROM derived_rows "
+            "GROUP BY inst_id"
+        ).fetchall()
+    return {inst: (int(count), int(content)) for inst, count, content in found}
+
+
+def delete_before(con: duckdb.DuckDBPyConnection, name: str, start: pd.Timestamp) -> None:
+    """Rows that left the training window."""
+    con.execute(f"DELETE FROM {wh.quote_identifier(name)} WHERE ts < ?", [start.to_pydatetime()])
 
 
 def save_state(
-    con: duckdb.DuckDBPyConnection, table: DerivedTable, fingerprints: pd.DataFrame
+    con: duckdb.DuckDBPyConnection,
+    table: DerivedTable,
+    fingerprints: pd.DataFrame,
+    stats: RowStats,
+    last_row_ts: dict[str, pd.Timestamp],
 ) -> None:
     """Record what the rows were built from, for the next run's rebuild_reason."""
     con.execute(f"DELETE FROM {STATE_TABLE} WHERE table_name = ?", [table.name])
-    with wh.registered(con, "fingerprints", fingerprints):
+    recorded = fingerprints[["inst_id", "candles_through", "candle_count", "candle_hash"]].assign(
+        row_count=[stats.get(inst, (0, 0))[0] for inst in fingerprints["inst_id"]],
+        row_hash=pd.array(
+            [stats.get(inst, (0, 0))[1] for inst in fingerprints["inst_id"]], dtype="uint64"
+        ),
+        last_row_ts=[last_row_ts.get(inst) for inst in fingerprints["inst_id"]],
+    )
+    recorded["last_row_ts"] = pd.to_datetime(recorded["last_row_ts"], utc=True)
+    with wh.registered(con, "recorded", recorded):
         con.execute(
-            f"INSERT INTO {STATE_TABLE} SELECT ?, f.inst_id, ?, ?, f.candles_through, "
-            "f.candle_count, f.candle_hash, r.last_row_ts, now() FROM fingerprints f "
-            f"LEFT JOIN (SELECT inst_id, max(ts) AS last_row_ts FROM "
-            f"{wh.quote_identifier(table.name)} GROUP BY inst_id) r USING (inst_id)",
+            f"INSERT INTO {STATE_TABLE} SELECT ?, inst_id, ?, ?, candles_through, candle_count, "
+            "candle_hash, row_count, row_hash, last_row_ts, now() FROM recorded",
             [table.name, table.code_version, table.settings_json()],
         )
 
 
-def table_summary(con: duckdb.DuckDBPyConnection, name: str) -> dict[str, Any]:
-    """Row count, time span, an order-independent content hash and the stored column types."""
+def table_summary(con: duckdb.DuckDBPyConnection, name: str, stats: RowStats) -> dict[str, Any]:
+    """Row count, time span, content hash and stored column types, checked against `stats`.
+
+    The content hash is the XOR of every row's DuckDB hash (order-free, so the same rows give
+    the same data version however they were written); it comes from the bookkeeping, whose
+    per-instrument row counts must match the table or the write is rolled back.
+    """
     table = wh.quote_identifier(name)
     schema = [(row[0], row[1]) for row in con.execute(f"DESCRIBE {table}").fetchall()]
-    everything = ", ".join(wh.quote_identifier(column) for column, _ in schema)
-    rows, first, last, content = con.execute(
-        f"SELECT count(*), min(ts), max(ts), bit_xor(hash({everything})) FROM {table}"
-    ).fetchall()[0]
+    per_instrument = con.execute(
+        f"SELECT inst_id, count(*), min(ts), max(ts) FROM {table} GROUP BY inst_id"
+    ).fetchall()
+    counts = {inst: int(count) for inst, count, _, _ in per_instrument}
+    expected = {inst: count for inst, (count, _) in stats.items() if count}
+    if counts != expected:
+        raise RuntimeError(f"{name}: row bookkeeping {expected} != table {counts}")
+    content = 0
+    for _, row_hash in stats.values():
+        content ^= row_hash
 
-    def utc(value: Any) -> pd.Timestamp | None:
-        return None if value is None else pd.Timestamp(value).tz_convert("UTC")
+    def utc(value: Any) -> pd.Timestamp:
+        return pd.Timestamp(value).tz_convert("UTC")
 
     return {
-        "rows": int(rows),
-        "first_ts": utc(first),
-        "last_ts": utc(last),
-        "content_hash": f"{int(content or 0):016x}",
+        "rows": sum(counts.values()),
+        "first_ts": min((utc(first) for _, _, first, _ in per_instrument), default=None),
+        "last_ts": max((utc(last) for _, _, _, last in per_instrument), default=None),
+        "content_hash": f"{content:016x}",
         "schema": schema,
+        "last_row_ts": {inst: utc(last) for inst, _, _, last in per_instrument},
     }
 
 
-def query(con: duckdb.DuckDBPyConnection, sql: str, params: list[object] | None = None):
+def query(
+    con: duckdb.DuckDBPyConnection, sql: str, params: list[object] | None = None
+) -> pd.DataFrame:
     """A small bookkeeping query as a DataFrame (timestamps left as DuckDB returns them)."""
     return con.execute(sql, params or []).df()

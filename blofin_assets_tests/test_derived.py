@@ -61,6 +61,14 @@ def rebuilt(tmp_path: Path, candles: pd.DataFrame, table: DerivedTable) -> pd.Da
     return read(path, table.name)
 
 
+def stored_content_hash(path: Path, name: str) -> str:
+    with wh.connect(path, read_only=True) as con:
+        columns = [row[0] for row in con.execute(f"DESCRIBE {name}").fetchall()]
+        quoted = ", ".join(f'"{c}"' for c in columns)
+        value = con.execute(f"SELECT bit_xor(hash({quoted})) FROM {name}").fetchall()[0][0]
+    return f"{int(value):016x}"
+
+
 def assert_same_rows(appended: pd.DataFrame, full: pd.DataFrame) -> None:
     """Same keys and labels; floats equal to rounding (see derived.py): 1e-9 relative, or
     1e-9 of the column's largest value for values near zero (Bollinger %B near a band)."""
@@ -83,6 +91,7 @@ def test_an_hourly_append_equals_a_rebuild_and_reads_only_the_warm_up(tmp_path: 
     store(path, market(T0))
     first = refresh(path, table)
     assert first.mode == "rebuild" and first.reason.startswith("first build")
+    assert first.content_hash == stored_content_hash(path, table.name)
 
     later = T0 + pd.Timedelta(minutes=60)
     store(path, market(later))
@@ -98,6 +107,10 @@ def test_an_hourly_append_equals_a_rebuild_and_reads_only_the_warm_up(tmp_path: 
     full = rebuilt(tmp_path, market(later), table)
     assert_same_rows(read(path, table.name), full)
     assert hourly.rows == len(full)
+    # The content hash is kept up to date from what left and came; it must equal a full
+    # recomputation over the stored rows.
+    assert hourly.content_hash == stored_content_hash(path, table.name)
+    assert first.content_hash != hourly.content_hash
 
 
 def test_no_new_candles_keeps_the_table_and_its_data_version(tmp_path: Path) -> None:

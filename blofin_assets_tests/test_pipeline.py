@@ -135,6 +135,42 @@ def test_the_clock_advancing_adds_only_the_new_bars(project: Project, instance) 
     assert pd.Timestamp(newest) == pd.Timestamp("2026-11-20T12:09:00Z")  # last *closed* bar
 
 
+def test_an_hourly_run_appends_features_and_targets_and_says_so(project: Project, instance) -> None:
+    """The first run builds the tables; the next hour's run appends the new bars' rows and drops
+    those that left the window, and the catalog shows which happened and why."""
+    project.set_env(BLOFIN_TRAINING_DAYS="1")  # 3 days of candles cover window + warm-up
+    selection = ["candles", "features", "targets"]
+    first = project.run(instance, selection)
+    for name in ("features", "targets"):
+        metadata = materialization(first, name)
+        assert metadata["write_mode"].value == "rebuild"
+        assert "first build" in metadata["write_reason"].value
+    rows_before = project.query("SELECT count(*) FROM features")[0][0]
+
+    project.set_env(BLOFIN_AS_OF="2026-11-20T13:00:30Z")
+    hourly = project.run(instance, selection)
+    for name in ("features", "targets"):
+        metadata = materialization(hourly, name)
+        assert metadata["write_mode"].value == "append", metadata["write_reason"].value
+        assert metadata["rows_added"].value == 3 * 60
+        assert metadata["rows_dropped"].value == 3 * 60  # the 1-day window slid one hour
+        # Read: each instrument's 1440-bar warm-up and the new hour (+5 unlabelled bars).
+        assert metadata["candles_read"].value <= 3 * (1440 + 60 + 5)
+        assert (
+            metadata["dagster/row_count"].value
+            == project.query(f"SELECT count(*) FROM {name}")[0][0]
+        )
+    assert project.query("SELECT count(*) FROM features")[0][0] == rows_before
+    newest = project.query("SELECT max(ts) FROM features")[0][0]
+    assert pd.Timestamp(newest) == pd.Timestamp("2026-11-20T12:59:00Z")
+    # Same data version when nothing new arrived: no model turns stale for nothing.
+    again = project.run(instance, selection)
+    assert (
+        again.asset_materializations_for_node("features")[0].tags["dagster/data_version"]
+        == hourly.asset_materializations_for_node("features")[0].tags["dagster/data_version"]
+    )
+
+
 @pytest.mark.slow
 def test_default_demo_market_direction_is_a_coin_flip_and_volatility_is_predictable(
     project: Project, instance
