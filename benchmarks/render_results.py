@@ -55,9 +55,16 @@ def main_table(summaries: list[dict[str, Any]]) -> str:
         ("peak_rss_mb", "peak RSS, MB", 0),
         ("dagster_overhead_seconds", "Dagster overhead, s", 2),
         ("overhead_share", "overhead share of run", 3),
-        ("features_targets_rows_per_s", "features+targets, candles/s", 0),
+        ("features_targets_rows_per_s", "first build: features+targets, candles/s", 0),
         ("features_rows_per_s", "features, candles/s", 0),
         ("targets_rows_per_s", "targets, candles/s", 0),
+        ("hourly_run_seconds", "hourly run (whole job, +60 min), s", 1),
+        ("hourly_features_targets_seconds", "hourly run: features+targets steps, s", 3),
+        (
+            "hourly_features_targets_window_rows_per_s",
+            "hourly run: window candles kept current / s",
+            0,
+        ),
         ("incremental_run_seconds", "incremental candles run, s", 2),
         ("incremental_candles_step_seconds", "incremental candles step, s", 2),
         ("max_loadavg_1m", "max 1-min load seen", 1),
@@ -118,13 +125,16 @@ def runs_table(runs: list[dict[str, Any]]) -> str:
             number(r["peak_rss_mb"], 0),
             number(r.get("peak_rss_sampled_tree_sum_mb", "n/a"), 0),
             number(r["dagster_overhead_seconds"], 2),
+            number(r.get("hourly_run_seconds", "n/a")),
+            number(r.get("hourly_features_targets_seconds", "n/a"), 3),
             number(r["incremental_run_seconds"], 2),
             f"{r['loadavg_before'][0]:.1f} / {r['loadavg_after'][0]:.1f}",
         ]
         for r in runs
     ]
     header = ["workload", "executor", "run s", "CPU s", "peak RSS MB", "tree RSS MB",
-              "overhead s", "incremental s", "load before / after"]  # fmt: skip
+              "overhead s", "hourly run s", "hourly f+t s", "incremental s",
+              "load before / after"]  # fmt: skip
     return table(header, rows)
 
 
