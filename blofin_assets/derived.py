@@ -23,6 +23,7 @@ running sums, whose rounding depends on where the read starts); the tests pin th
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -92,6 +93,9 @@ class Refresh:
     content_hash: str
     schema: list[tuple[str, str]]
     window_start: pd.Timestamp
+    # Wall seconds of each phase: "check" (fingerprints, rebuild reason), "read" (candles),
+    # "compute" (table.compute), "write" (the transaction, commit included).
+    seconds: dict[str, float]
 
     @property
     def data_version(self) -> str:
@@ -111,19 +115,23 @@ def refresh_table(
     The write connection holds DuckDB's file lock, so no candle can arrive between the
     fingerprint, the read and the write.
     """
+    clock = Stopwatch()
     ensure_state_table(con)
     newest = wh.newest_candle_ts(con)
     window_start = newest - pd.Timedelta(days=training_days)
     read_start = window_start - table.warmup_bars * bar
     fingerprints = candle_fingerprints(con, table.name)
     reason = rebuild_reason(con, table, fingerprints)
+    clock.lap("check")
 
     if reason is None:
         marks = stored_marks(con, table.name)
         candles = read_candles_after(con, marks, read_start, table.warmup_bars, bar)
+        clock.lap("read")
         rows = drop_stored_rows(table.compute(candles, window_start), marks)
     else:
         candles = wh.read_candles(con, start=read_start)
+        clock.lap("read")
         rows = table.compute(candles, window_start)
         if rows.empty:
             raise ValueError(
@@ -134,6 +142,7 @@ def refresh_table(
         raise ValueError(
             f"{table.name} rows have columns {list(rows.columns)}, not {table.columns}"
         )
+    clock.lap("compute")
 
     with wh.transaction(con):
         if reason is None:
@@ -148,6 +157,7 @@ def refresh_table(
             stats = create_table(con, table.name, rows)
         summary = table_summary(con, table.name, stats)
         save_state(con, table, fingerprints, stats, summary.pop("last_row_ts"))
+    clock.lap("write")
     return Refresh(
         mode="append" if reason is None else "rebuild",
         reason=reason or "appended the rows after the last build",
@@ -155,8 +165,22 @@ def refresh_table(
         rows_added=len(rows),
         rows_dropped=sum(count for count, _ in dropped.values()),
         window_start=window_start,
+        seconds=clock.laps,
         **summary,
     )
+
+
+class Stopwatch:
+    """Wall seconds per named phase, so a slow refresh says which part was slow."""
+
+    def __init__(self) -> None:
+        self.laps: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.laps[name] = round(now - self._last, 4)
+        self._last = now
 
 
 def ensure_state_table(con: duckdb.DuckDBPyConnection) -> None:

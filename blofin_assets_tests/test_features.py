@@ -357,3 +357,20 @@ def test_zero_volume_bars_count_as_the_quietest_bar_so_far():
     # Still independent of the volume unit, zero bars included.
     c["volume"] = volume * 1e-4
     np.testing.assert_allclose(compute_features(c)["volume_z_60"], got["volume_z_60"], atol=1e-9)
+
+
+def test_all_cores_give_the_same_bytes_as_one_block_after_another(candles, features, monkeypatch):
+    """Blocks run on a thread pool for large inputs; the output must not depend on it."""
+    from blofin_assets.ml import features as module
+    from blofin_assets.ml.targets import compute_targets
+
+    if module.worker_count() < 2:
+        pytest.skip("one core: the thread pool is never used")
+    serial_targets = compute_targets(candles, 5, start=candles["ts"].iloc[2000])
+    monkeypatch.setattr(module, "PARALLEL_MIN_CANDLES", 0)
+    pd.testing.assert_frame_equal(compute_features(candles), features, check_exact=True)
+    pd.testing.assert_frame_equal(
+        compute_targets(candles, 5, start=candles["ts"].iloc[2000]),
+        serial_targets,
+        check_exact=True,
+    )

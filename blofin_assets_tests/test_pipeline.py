@@ -156,6 +156,9 @@ def test_an_hourly_run_appends_features_and_targets_and_says_so(project: Project
         assert metadata["rows_dropped"].value == 3 * 60  # the 1-day window slid one hour
         # Read: each instrument's 1440-bar warm-up and the new hour (+5 unlabelled bars).
         assert metadata["candles_read"].value <= 3 * (1440 + 60 + 5)
+        # Where the step's time went, phase by phase (the benchmark reads these).
+        phases = [metadata[f"{p}_seconds"].value for p in ("check", "read", "compute", "write")]
+        assert all(seconds >= 0 for seconds in phases) and sum(phases) > 0
         assert (
             metadata["dagster/row_count"].value
             == project.query(f"SELECT count(*) FROM {name}")[0][0]

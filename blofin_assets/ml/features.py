@@ -23,6 +23,10 @@ Why these choices:
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import pandas as pd
 import talib
@@ -299,6 +303,31 @@ def empty_features() -> pd.DataFrame:
     return frame
 
 
+# Below this many candles a thread pool costs more than it saves (an hourly append is ~15k).
+PARALLEL_MIN_CANDLES = 200_000
+
+
+def worker_count() -> int:
+    """Cores this process may use (the affinity mask, not the host's count)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def run_blocks(work: Callable[[int], None], blocks: Iterable[int], candles: int) -> None:
+    """Run ``work`` for every instrument block, on all cores for a large input.
+
+    TA-Lib and numpy release the GIL on whole arrays and each block writes only its own
+    slice of the output, so threads give the same bytes as a loop (measured: 2 cores, ~1.8x).
+    """
+    workers = min(worker_count(), 8)
+    if candles < PARALLEL_MIN_CANDLES or workers < 2:
+        for block in blocks:
+            work(block)
+        return
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="blofin-block") as pool:
+        for _ in pool.map(work, blocks):
+            pass  # re-raises the first block's exception
+
+
 def first_output_rows(
     ts_ns: np.ndarray, starts: np.ndarray, ends: np.ndarray, warmup: int, start: pd.Timestamp | None
 ) -> np.ndarray:
@@ -340,17 +369,19 @@ def compute_features(candles: pd.DataFrame, start: pd.Timestamp | None = None) -
     table = np.empty((1 + len(FEATURE_COLUMNS), len(rows)), dtype=np.float64)
     table[0] = close[rows]
     feats = table[1:]
-    offset = 0
-    for block_start, end, first, length in zip(starts, ends, first_rows, lengths, strict=True):
-        if length == 0:
-            continue  # no row to produce: skip TA-Lib on the block entirely
-        part = slice(block_start, end)
-        block_out = feats[:, offset : offset + length]
+    offsets = np.concatenate(([0], np.cumsum(lengths)[:-1]))
+
+    def block(i: int) -> None:
+        if lengths[i] == 0:
+            return  # no row to produce: skip TA-Lib on the block entirely
+        part = slice(starts[i], ends[i])
         _block_features(
-            open_[part], high[part], low[part], close[part], volume[part], block_out,
-            first_row=int(first - block_start),
+            open_[part], high[part], low[part], close[part], volume[part],
+            feats[:, offsets[i] : offsets[i] + lengths[i]],
+            first_row=int(first_rows[i] - starts[i]),
         )  # fmt: skip
-        offset += length
+
+    run_blocks(block, range(len(starts)), n)
     _calendar_features(ts_ns[rows], feats)
 
     if not np.isfinite(table.sum()):  # defensive: a row with an undefined feature is dropped

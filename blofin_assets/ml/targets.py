@@ -46,6 +46,7 @@ from blofin_assets.ml.features import (
     log_returns,
     realised_volatility,
     rolling_sum,
+    run_blocks,
 )
 
 TARGET_COLUMNS: list[str] = [
@@ -166,24 +167,27 @@ def compute_targets(
     first_rows = first_output_rows(
         candles["ts"].array.asi8, starts, ends, RISK_REFERENCE_BARS, start
     )
-    row_parts: list[np.ndarray] = []
-    parts: dict[str, list[np.ndarray]] = {column: [] for column in TARGET_COLUMNS + NAIVE_COLUMNS}
-    for block_start, end, first in zip(starts, ends, first_rows, strict=True):
-        if end - horizon <= first:
-            continue  # no row has a reference scale, a full horizon and ts >= start
-        block: dict[str, np.ndarray] = {}
-        _block_targets(close[block_start:end], horizon, block, first_row=int(first - block_start))
-        row_parts.append(np.arange(first, end - horizon))
-        for column, values in block.items():
-            parts[column].append(values)
-    if not row_parts:
+    blocks = [i for i in range(len(starts)) if ends[i] - horizon > first_rows[i]]
+    if not blocks:  # no row has a reference scale, a full horizon and ts >= start
         return empty_targets()
+    results: dict[int, dict[str, np.ndarray]] = {i: {} for i in blocks}
 
-    rows = np.concatenate(row_parts)
-    data: dict[str, object] = {
-        "inst_id": candles["inst_id"].to_numpy()[rows],
-        "ts": candles["ts"].array[rows],
-    }
-    for column, values in parts.items():
-        data[column] = np.concatenate(values)
-    return pd.DataFrame(data, columns=OUTPUT_COLUMNS)
+    def block(i: int) -> None:
+        lo = starts[i]
+        _block_targets(close[lo : ends[i]], horizon, results[i], first_row=int(first_rows[i] - lo))
+
+    run_blocks(block, blocks, n)
+    rows = np.concatenate([np.arange(first_rows[i], ends[i] - horizon) for i in blocks])
+    # The float columns as one block, built from its transpose (no pandas re-stacking); the
+    # integer labels, ts and inst_id are then inserted at their places in OUTPUT_COLUMNS.
+    floats = [c for c in TARGET_COLUMNS + NAIVE_COLUMNS if c not in INTEGER_COLUMNS]
+    table = np.empty((len(floats), len(rows)), dtype=np.float64)
+    for k, column in enumerate(floats):
+        np.concatenate([results[i][column] for i in blocks], out=table[k])
+    frame = pd.DataFrame(table.T, columns=floats, copy=False)
+    for column in INTEGER_COLUMNS:
+        labels = np.concatenate([results[i][column] for i in blocks])
+        frame.insert(OUTPUT_COLUMNS.index(column) - 2, column, labels)
+    frame.insert(0, "ts", candles["ts"].array[rows])
+    frame.insert(0, "inst_id", candles["inst_id"].to_numpy()[rows])
+    return frame
