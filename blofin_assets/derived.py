@@ -126,7 +126,8 @@ def refresh_table(
 
     if reason is None:
         marks = stored_marks(con, table.name)
-        candles = read_candles_after(con, marks, read_start, table.warmup_bars, bar)
+        instruments = list(fingerprints["inst_id"])
+        candles = read_candles_after(con, instruments, marks, read_start, table.warmup_bars, bar)
         clock.lap("read")
         rows = drop_stored_rows(table.compute(candles, window_start), marks)
     else:
@@ -188,7 +189,9 @@ def ensure_state_table(con: duckdb.DuckDBPyConnection) -> None:
     expected = ["table_name", "inst_id", "code_version", "settings", "candles_through",
                 "candle_count", "candle_hash", "row_count", "row_hash", "last_row_ts",
                 "built_at"]  # fmt: skip
-    if wh.table_exists(con, STATE_TABLE) and table_columns(con, STATE_TABLE) != expected:
+    if wh.table_exists(con, STATE_TABLE):
+        if table_columns(con, STATE_TABLE) == expected:
+            return
         con.execute(f"DROP TABLE {STATE_TABLE}")
     con.execute(STATE_DDL)
 
@@ -329,6 +332,7 @@ def stored_marks(con: duckdb.DuckDBPyConnection, table_name: str) -> pd.DataFram
 
 def read_candles_after(
     con: duckdb.DuckDBPyConnection,
+    instruments: list[str],
     marks: pd.DataFrame,
     read_start: pd.Timestamp,
     warmup: int,
@@ -353,13 +357,18 @@ def read_candles_after(
             lower=lookback["lower"].where(~lookback["inst_id"].isin(short), read_start)
         )
         read_from = warmup_starts(con, widened, warmup)
+    # A constant lower bound lets DuckDB skip row groups by their min/max ts before the join;
+    # it is read_start itself as soon as one instrument (a new one) has no read_from.
+    covered = set(read_from["inst_id"]) >= set(instruments)
+    earliest = pd.Timestamp(read_from["read_from"].min()) if covered and len(read_from) else None
+    lower = read_start if earliest is None else max(earliest.tz_convert("UTC"), read_start)
     with wh.registered(con, "read_from", read_from[["inst_id", "read_from"]]):
         return wh.query_frame(
             con,
             "SELECT c.inst_id, c.ts, c.open, c.high, c.low, c.close, c.volume FROM candles c "
-            "LEFT JOIN read_from r ON r.inst_id = c.inst_id WHERE c.ts >= coalesce(r.read_from, ?)"
-            " ORDER BY c.inst_id, c.ts",
-            [read_start.to_pydatetime()],
+            "LEFT JOIN read_from r ON r.inst_id = c.inst_id WHERE c.ts >= ? "
+            "AND c.ts >= coalesce(r.read_from, ?) ORDER BY c.inst_id, c.ts",
+            [lower.to_pydatetime(), read_start.to_pydatetime()],
         )
 
 
