@@ -12,6 +12,7 @@ table; model skill comes from the summaries (medians).
 from __future__ import annotations
 
 import json
+import statistics
 import sys
 from pathlib import Path
 from typing import Any
@@ -56,6 +57,11 @@ def main_table(summaries: list[dict[str, Any]]) -> str:
         ("dagster_overhead_seconds", "Dagster overhead, s", 2),
         ("overhead_share", "overhead share of run", 3),
         ("features_targets_rows_per_s", "first build: features+targets, candles/s", 0),
+        (
+            "features_targets_compute_rows_per_s",
+            "first build: features+targets compute only, candles/s",
+            0,
+        ),
         ("features_rows_per_s", "features, candles/s", 0),
         ("targets_rows_per_s", "targets, candles/s", 0),
         ("hourly_run_seconds", "hourly run (whole job, +60 min), s", 1),
@@ -73,6 +79,15 @@ def main_table(summaries: list[dict[str, Any]]) -> str:
         [name] + [number(s.get(key, "n/a"), digits) for s in summaries]
         for key, name, digits in metrics
     ]
+    for run, title in zip(PHASE_RUNS, ("first build", "hourly run"), strict=True):
+        for asset in ("features", "targets"):
+            rows.append(
+                [f"{title}: `{asset}` check / read / compute / write, s"]
+                + [
+                    " / ".join(f"{v:.3f}" for v in s[run][asset].values()) if run in s else "n/a"
+                    for s in summaries
+                ]
+            )
     assets = list(dict.fromkeys(a for s in summaries for a in s["asset_seconds"]))
     rows += [
         [f"step `{asset}`, s"]
@@ -138,6 +153,23 @@ def runs_table(runs: list[dict[str, Any]]) -> str:
     return table(header, rows)
 
 
+PHASE_RUNS = ("features_targets_phase_seconds", "hourly_features_targets_phase_seconds")
+
+
+def add_phase_medians(summary: dict[str, Any], runs: list[dict[str, Any]]) -> None:
+    """Summaries written before they carried the phase medians get them from their runs."""
+    for run in PHASE_RUNS:
+        if run in summary or not runs or not all(run in r for r in runs):
+            continue
+        summary[run] = {
+            asset: {
+                phase: statistics.median(r[run][asset][phase] for r in runs)
+                for phase in runs[0][run][asset]
+            }
+            for asset in runs[0][run]
+        }
+
+
 def main(paths: list[str]) -> None:
     records = load(paths)
     summaries = [r for r in records if r["kind"] == "summary"]
@@ -146,6 +178,8 @@ def main(paths: list[str]) -> None:
         match = next(r for r in runs if r["workload"] == summary["workload"]
                      and r["executor"] == summary["executor"])  # fmt: skip
         summary.setdefault("env_overrides", match.get("env_overrides"))
+        add_phase_medians(summary, [r for r in runs if r["workload"] == summary["workload"]
+                                    and r["executor"] == summary["executor"]])  # fmt: skip
     scaling = [r for r in records if r["kind"] == "scaling"]
     print("### Medians per workload\n")
     print(main_table(summaries))

@@ -581,6 +581,14 @@ def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
             }
             for name in first["models"]
         },
+        **{
+            run: {
+                name: {phase: median([r[run][name][phase] for r in records]) for phase in PHASES}
+                for name in DERIVED
+            }
+            for run in ("features_targets_phase_seconds", "hourly_features_targets_phase_seconds")
+            if all(run in r for r in records)
+        },
         "run_seconds_all": [r["run_seconds"] for r in records],
         "max_loadavg_1m": max(max(r["loadavg_before"][0], r["loadavg_after"][0]) for r in records),
     }
