@@ -6,8 +6,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import duckdb
+import joblib
 import pandas as pd
 
+from blofin_assets import warehouse as wh
 from blofin_assets.ml.store import ModelStore
 from blofin_assets.sources.demo import demo_candles
 from blofin_assets_tests.conftest import Project
@@ -78,3 +81,44 @@ def test_leaky_candidate_is_rejected_and_the_last_good_model_stays_served(
         )
     }
     assert versions == {good}
+
+
+def test_a_promotion_cut_short_is_relabelled_and_never_counts_as_promoted(
+    project: Project, instance, tmp_path: Path
+) -> None:
+    """The on-disk state of a run killed between saving a passing version and serving it."""
+    project.set_env(BLOFIN_AS_OF=str(END + pd.Timedelta(minutes=1)))
+    project.run(instance)
+    store = ModelStore(project.models_dir)
+    name = "volatility_regressor"
+    served = store.served_version(name)
+    metadata = store.read_metadata(name, served)
+    cut_short = "29990101T000000Z-deadbeef"  # newer than anything a run can have made
+    estimator = joblib.load(store.version_dir(name, served) / "model.pkl")
+    scaler = joblib.load(store.version_dir(name, served) / "scaler.pkl")
+    config = json.loads((store.version_dir(name, served) / "config.json").read_text())
+    store.save_version(
+        name,
+        cut_short,
+        estimator=estimator,
+        scaler=scaler,
+        config=config,
+        metadata={**metadata, "trained_at": "2999-01-01T00:00:00+00:00", "skill": 0.99},
+    )
+    # ...and the process died here, before store.promote(): nothing else happened.
+
+    project.set_env(BLOFIN_AS_OF=str(END + pd.Timedelta(minutes=61)))
+    result = project.run(instance, [name, "ml_model_results"])
+    assert result.success
+    relabelled = store.read_metadata(name, cut_short)
+    assert relabelled["status"] == "interrupted" and served in relabelled["status_reason"]
+    status, reason = project.query(
+        f"SELECT status, status_reason FROM ml_model_results WHERE version = '{cut_short}'"
+    )[0]
+    assert status == "interrupted" and "stopped before serving" in reason
+    newest = store.served_version(name)
+    assert newest not in (served, cut_short)
+    assert store.read_metadata(name, newest)["status"] == "promoted"
+    # The regression gate's history holds only versions that were served.
+    with duckdb.connect(str(project.db_path), read_only=True) as con:
+        assert len(wh.promoted_skills(con, name, 10)) == 2

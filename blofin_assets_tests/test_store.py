@@ -133,3 +133,43 @@ def test_a_served_file_without_a_recorded_hash_is_reported(tmp_path) -> None:
     metadata_path.write_text(json.dumps(metadata))
     problems = store.verify_served("demo")
     assert len(problems) == 1 and "records no sha256" in problems[0] and "scaler.pkl" in problems[0]
+
+
+def test_only_a_promoted_version_newer_than_the_served_one_is_relabelled(tmp_path) -> None:
+    from blofin_assets.ml.publish import mark_interrupted_promotions
+
+    store = ModelStore(tmp_path)
+    assert mark_interrupted_promotions(store, "demo") == []  # no model yet
+    for day, status in ((1, "promoted"), (2, "promoted"), (3, "rejected"), (4, "promoted")):
+        save(store, f"2025010{day}T000000Z-aaaa", status=status,
+             trained_at=f"2025-01-0{day}T00:00:00+00:00")  # fmt: skip
+    store.promote("demo", "20250101T000000Z-aaaa")
+    store.promote("demo", "20250102T000000Z-aaaa")  # day 4: saved, never served
+    before = store.read_metadata("demo", "20250104T000000Z-aaaa")
+
+    assert mark_interrupted_promotions(store, "demo") == ["20250104T000000Z-aaaa"]
+    statuses = {m["version"]: m["status"] for m in store.versions("demo")}
+    assert statuses == {
+        "20250101T000000Z-aaaa": "promoted",  # served once, superseded
+        "20250102T000000Z-aaaa": "promoted",  # served
+        "20250103T000000Z-aaaa": "rejected",
+        "20250104T000000Z-aaaa": "interrupted",
+    }
+    relabelled = store.read_metadata("demo", "20250104T000000Z-aaaa")
+    unchanged = {k: v for k, v in relabelled.items() if k not in ("status", "status_reason")}
+    assert unchanged == {k: v for k, v in before.items() if k not in ("status", "status_reason")}
+    assert mark_interrupted_promotions(store, "demo") == []  # idempotent
+    assert store.verify_served("demo") == []
+    assert not list((store.history_dir("demo") / "20250104T000000Z-aaaa").glob(".*"))
+
+
+def test_a_first_promotion_cut_short_is_relabelled_too(tmp_path) -> None:
+    from blofin_assets.ml.publish import mark_interrupted_promotions
+
+    store = ModelStore(tmp_path)
+    save(store, "20250101T000000Z-aaaa", status="promoted", trained_at="2025-01-01T00:00:00Z")
+    assert mark_interrupted_promotions(store, "demo") == ["20250101T000000Z-aaaa"]
+    assert (
+        "no version stayed served"
+        in store.read_metadata("demo", "20250101T000000Z-aaaa")["status_reason"]
+    )

@@ -111,6 +111,11 @@ def build_model_asset(spec: ModelSpec) -> AssetsDefinition:
             run_id=context.run.run_id,
             data_sources=sources,
         )
+        for version in published.interrupted:
+            context.log.warning(
+                f"{spec.name} version {version} was saved as promoted but never served (the "
+                "run that trained it stopped in between); relabelled 'interrupted'"
+            )
         if published.status != "promoted":
             context.log.error(
                 f"{spec.name} candidate {published.version} REJECTED, still serving "

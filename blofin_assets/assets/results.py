@@ -33,8 +33,8 @@ def build_results_asset(model_assets: Sequence[AssetsDefinition]) -> AssetsDefin
         deps=model_assets,
         group_name="results",
         description="Append-only history of every training (table main.ml_model_results), one row "
-        "per model version with status promoted/rejected, metrics, baseline and skill. Rebuilt "
-        "from the model history folders, idempotent on (model_name, version).",
+        "per model version with status promoted/rejected/interrupted, metrics, baseline and "
+        "skill. Rebuilt from the model history folders, idempotent on (model_name, version).",
         kinds={"duckdb"},
         owners=OWNERS,
         code_version="results-1",

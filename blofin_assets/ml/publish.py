@@ -21,6 +21,7 @@ from blofin_assets.ml.training import TrainedModel, train_model
 
 PROMOTED = "promoted"
 REJECTED = "rejected"
+INTERRUPTED = "interrupted"  # passed every gate, but the process died before serving it
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,7 @@ class PublishedModel:
     version_dir: Path
     served_version: str | None
     metadata: dict[str, Any]
+    interrupted: tuple[str, ...] = ()  # earlier versions found never served, relabelled now
 
 
 def model_version(trained_at: pd.Timestamp, spec: ModelSpec, run_id: str) -> str:
@@ -156,6 +158,7 @@ def train_and_publish(
         data_sources=data_sources,
     )
     store.clean_staging(spec.name)
+    interrupted = mark_interrupted_promotions(store, spec.name)
     version_dir = store.save_version(
         spec.name,
         version,
@@ -175,7 +178,39 @@ def train_and_publish(
         version_dir=version_dir,
         served_version=store.served_version(spec.name),
         metadata=store.read_metadata(spec.name, version),
+        interrupted=tuple(interrupted),
     )
+
+
+def mark_interrupted_promotions(store: ModelStore, name: str) -> list[str]:
+    """Relabel versions recorded 'promoted' that were never served; return their names.
+
+    A version is saved with its final status before the served link is switched, so a crash
+    in between leaves a 'promoted' version newer than the served one.  Every promotion serves
+    its version at once, so only such a crash produces one; left alone, it would enter
+    ml_model_results as promoted and set the bar of the regression gate.
+    """
+    served = store.served_version(name)
+    served_at = pd.Timestamp(store.read_metadata(name, served)["trained_at"]) if served else None
+    relabelled = []
+    for metadata in list(store.versions(name)):
+        version = metadata.get("version")
+        if metadata.get("status") != PROMOTED or version is None or version == served:
+            continue
+        if served_at is not None and pd.Timestamp(metadata["trained_at"]) <= served_at:
+            continue  # promoted and served once, superseded since
+        store.rewrite_metadata(
+            name,
+            version,
+            {
+                **metadata,
+                "status": INTERRUPTED,
+                "status_reason": "passed every ERROR gate, but the run stopped before serving "
+                f"it; {served or 'no version'} stayed served",
+            },
+        )
+        relabelled.append(version)
+    return relabelled
 
 
 def result_row(metadata: dict[str, Any], model_path: str) -> dict[str, Any]:

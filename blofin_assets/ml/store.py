@@ -161,6 +161,17 @@ class ModelStore:
                 self._replace_symlink(link, wanted)
         _fsync_dir(model_dir)
 
+    def rewrite_metadata(self, name: str, version: str, metadata: dict[str, Any]) -> None:
+        """Replace one version's metadata.json whole: temp file, fsync, rename (never torn)."""
+        directory = self.version_dir(name, version)
+        temporary = directory / f".metadata.json.{uuid.uuid4().hex[:8]}"
+        try:
+            _write_json(temporary, metadata)
+            os.replace(temporary, directory / "metadata.json")
+        finally:
+            temporary.unlink(missing_ok=True)
+        _fsync_dir(directory)
+
     @staticmethod
     def _replace_symlink(link: Path, points_to: Path) -> None:
         temporary = link.with_name(f".{link.name}.{uuid.uuid4().hex[:8]}")
