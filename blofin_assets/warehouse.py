@@ -186,7 +186,12 @@ def query_frame(
     Through Arrow: about three times faster than ``.df()`` on a million candles.
     """
     frame = con.sql(sql, params=params or None).to_arrow_table().to_pandas()
-    frame["ts"] = pd.to_datetime(frame["ts"], utc=True)
+    ts = frame["ts"]
+    # TIMESTAMPTZ arrives tz-aware: converting the zone is free, re-parsing 1 M stamps is not.
+    if isinstance(ts.dtype, pd.DatetimeTZDtype):
+        frame["ts"] = ts.dt.tz_convert("UTC")
+    else:
+        frame["ts"] = pd.to_datetime(ts, utc=True)
     return frame
 
 

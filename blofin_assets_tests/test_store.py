@@ -159,6 +159,9 @@ def test_only_a_promoted_version_newer_than_the_served_one_is_relabelled(tmp_pat
     unchanged = {k: v for k, v in relabelled.items() if k not in ("status", "status_reason")}
     assert unchanged == {k: v for k, v in before.items() if k not in ("status", "status_reason")}
     assert mark_interrupted_promotions(store, "demo") == []  # idempotent
+    # Versions older than the served one are never opened (a year of hourly history is long).
+    (store.version_dir("demo", "20250101T000000Z-aaaa") / "metadata.json").write_text("{torn")
+    assert mark_interrupted_promotions(store, "demo") == []
     assert store.verify_served("demo") == []
     assert not list((store.history_dir("demo") / "20250104T000000Z-aaaa").glob(".*"))
 

@@ -18,8 +18,9 @@ def unrecorded_rows(
     model but before recording it loses nothing, the next run records it."""
     rows = []
     for name in model_names:
-        for metadata in store.versions(name):
-            if (name, metadata["version"]) not in recorded:
+        for version in store.version_names(name):
+            if (name, version) not in recorded:  # only new versions' files are opened
+                metadata = store.read_metadata(name, version)
                 path = store.version_dir(name, metadata["version"]) / "model.pkl"
                 rows.append(result_row(metadata, str(path)))
     return rows

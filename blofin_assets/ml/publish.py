@@ -192,10 +192,14 @@ def mark_interrupted_promotions(store: ModelStore, name: str) -> list[str]:
     """
     served = store.served_version(name)
     served_at = pd.Timestamp(store.read_metadata(name, served)["trained_at"]) if served else None
+    # Names start with the training time to the second: only those from the served version's
+    # second on can be newer, so a long history is not read every hour.
+    since = served.split("-", 1)[0] if served else ""
+    candidates = [v for v in store.version_names(name) if v.split("-", 1)[0] >= since]
     relabelled = []
-    for metadata in list(store.versions(name)):
-        version = metadata.get("version")
-        if metadata.get("status") != PROMOTED or version is None or version == served:
+    for version in candidates:
+        metadata = store.read_metadata(name, version)
+        if metadata.get("status") != PROMOTED or version == served:
             continue
         if served_at is not None and pd.Timestamp(metadata["trained_at"]) <= served_at:
             continue  # promoted and served once, superseded since

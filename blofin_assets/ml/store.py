@@ -193,16 +193,22 @@ class ModelStore:
         with open(self.version_dir(name, version) / "metadata.json") as handle:
             return json.load(handle)
 
-    def versions(self, name: str) -> Iterator[dict[str, Any]]:
-        """Metadata of every complete version on disk, oldest first (names sort by time)."""
+    def version_names(self, name: str) -> list[str]:
+        """Every complete version, oldest first (names sort by time), without opening any file:
+        hourly training keeps thousands of versions, so callers filter names before reading."""
         history = self.history_dir(name)
         if not history.is_dir():
-            return
-        for path in sorted(history.iterdir()):
-            if path.name.startswith(".") or not (path / "metadata.json").is_file():
-                continue
-            with open(path / "metadata.json") as handle:
-                yield json.load(handle)
+            return []
+        return sorted(
+            path.name
+            for path in history.iterdir()
+            if not path.name.startswith(".") and (path / "metadata.json").is_file()
+        )
+
+    def versions(self, name: str) -> Iterator[dict[str, Any]]:
+        """Metadata of every complete version on disk, oldest first."""
+        for version in self.version_names(name):
+            yield self.read_metadata(name, version)
 
     def verify_served(self, name: str) -> list[str]:
         """Problems with the served files (missing, unreadable, hash mismatch); empty if sound."""
