@@ -190,21 +190,10 @@ def ensure_state_table(con: duckdb.DuckDBPyConnection) -> None:
                 "candle_count", "candle_hash", "row_count", "row_hash", "last_row_ts",
                 "built_at"]  # fmt: skip
     if wh.table_exists(con, STATE_TABLE):
-        if table_columns(con, STATE_TABLE) == expected:
+        if wh.table_columns(con, STATE_TABLE) == expected:
             return
         con.execute(f"DROP TABLE {STATE_TABLE}")
     con.execute(STATE_DDL)
-
-
-def table_columns(con: duckdb.DuckDBPyConnection, name: str) -> list[str]:
-    return [
-        row[0]
-        for row in con.execute(
-            "SELECT column_name FROM information_schema.columns WHERE table_schema = 'main' "
-            "AND table_name = ? ORDER BY ordinal_position",
-            [name],
-        ).fetchall()
-    ]
 
 
 RowStats = dict[str, tuple[int, int]]  # inst_id -> (row count, XOR of row hashes)
@@ -215,7 +204,7 @@ def row_stats(
 ) -> RowStats:
     """Per instrument: rows and the XOR of DuckDB row hashes of table ``t`` (filtered)."""
     table = wh.quote_identifier(name)
-    everything = ", ".join(f"t.{wh.quote_identifier(c)}" for c in table_columns(con, name))
+    everything = ", ".join(f"t.{wh.quote_identifier(c)}" for c in wh.table_columns(con, name))
     found = con.execute(
         f"SELECT t.inst_id, count(*), bit_xor(hash({everything})) FROM {table} t {where} "
         "GROUP BY t.inst_id",
@@ -271,7 +260,7 @@ def rebuild_reason(
     """Why the stored rows cannot be appended to, or None when they can."""
     if not wh.table_exists(con, table.name):
         return "first build: the table does not exist yet"
-    if table_columns(con, table.name) != table.columns:
+    if wh.table_columns(con, table.name) != table.columns:
         return "the stored table's columns differ from this code's"
     state = query(
         con,

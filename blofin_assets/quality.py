@@ -8,7 +8,7 @@ import pandas as pd
 from blofin_assets.ml.features import FEATURE_COLUMNS
 from blofin_assets.ml.gates import GateOutcome
 from blofin_assets.ml.targets import NAIVE_COLUMNS, TARGET_COLUMNS
-from blofin_assets.warehouse import quote_identifier
+from blofin_assets.warehouse import quote_identifier, table_columns
 
 GAP_ALERT_BARS = 5
 FRESHNESS_BARS = 2
@@ -138,12 +138,7 @@ def finite_columns(con: duckdb.DuckDBPyConnection, table: str, columns: list[str
 
 
 def labels_not_features(con: duckdb.DuckDBPyConnection) -> GateOutcome:
-    stored = {
-        row[0]
-        for row in con.execute(
-            "SELECT column_name FROM information_schema.columns WHERE table_name = 'features'"
-        ).fetchall()
-    }
+    stored = set(table_columns(con, "features"))
     leaked = sorted((stored | set(FEATURE_COLUMNS)) & set(TARGET_COLUMNS + NAIVE_COLUMNS))
     return GateOutcome(
         "labels_not_in_features",

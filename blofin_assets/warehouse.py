@@ -210,19 +210,25 @@ def table_exists(con: duckdb.DuckDBPyConnection, table: str) -> bool:
     return bool(row and row[0])
 
 
+def table_columns(con: duckdb.DuckDBPyConnection, table: str) -> list[str]:
+    """A main-schema table's columns in table order; [] when it does not exist."""
+    return [
+        row[0]
+        for row in con.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_schema = 'main' "
+            "AND table_name = ? ORDER BY ordinal_position",
+            [table],
+        ).fetchall()
+    ]
+
+
 def migrate_results(con: duckdb.DuckDBPyConnection) -> list[str]:
     """Create ml_model_results, or add the columns an older release lacked, keeping every row."""
     if not table_exists(con, "ml_model_results"):
         columns = ", ".join(f"{quote_identifier(c)} {t}" for c, t in RESULTS_COLUMNS.items())
         con.execute(f"CREATE TABLE ml_model_results ({columns})")
         return []
-    existing = {
-        row[0]
-        for row in con.execute(
-            "SELECT column_name FROM information_schema.columns WHERE table_schema = 'main' "
-            "AND table_name = 'ml_model_results'"
-        ).fetchall()
-    }
+    existing = set(table_columns(con, "ml_model_results"))
     added = []
     for column, sql_type in RESULTS_COLUMNS.items():
         if column not in existing:
@@ -373,15 +379,38 @@ def newest_candle_ts(con: duckdb.DuckDBPyConnection) -> pd.Timestamp:
     return pd.Timestamp(row[0]).tz_convert("UTC")
 
 
-def read_training_frame(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
-    """Labelled rows: features joined to targets on (inst_id, ts), in time order."""
+def read_training_frame(
+    con: duckdb.DuckDBPyConnection, columns: Sequence[str] | None = None
+) -> pd.DataFrame:
+    """Labelled rows: features joined to targets on (inst_id, ts), in time order.
+
+    Given ``columns`` (a model's own: its features, target, baselines), only those are read:
+    each model step reads this frame, and the other targets' labels are a third of its width.
+    """
+    stored: dict[str, list[str]] = {}
     for table in ("features", "targets"):
         if not table_exists(con, table):
             raise ValueError(f"table {table!r} does not exist yet: materialize it first")
+        stored[table] = table_columns(con, table)
+    if columns is None:
+        select = "f.*, t.* EXCLUDE (inst_id, ts)"
+    else:
+        missing = [c for c in columns if c not in stored["features"] and c not in stored["targets"]]
+        if missing:
+            raise ValueError(
+                f"features/targets tables lack {len(missing)} column(s) the model needs: "
+                f"{missing}; rematerialize features and targets"
+            )
+        select = ", ".join(
+            # inst_id and ts are the join keys (USING): unqualified, once.
+            quote_identifier(c)
+            if c in ("inst_id", "ts")
+            else f"{'f' if c in stored['features'] else 't'}.{quote_identifier(c)}"
+            for c in dict.fromkeys(["inst_id", "ts", *columns])
+        )
     return query_frame(
         con,
-        "SELECT f.*, t.* EXCLUDE (inst_id, ts) FROM features f "
-        "JOIN targets t USING (inst_id, ts) ORDER BY ts, inst_id",
+        f"SELECT {select} FROM features f JOIN targets t USING (inst_id, ts) ORDER BY ts, inst_id",
     )
 
 

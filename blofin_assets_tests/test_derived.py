@@ -18,7 +18,9 @@ from blofin_assets.assets.features import feature_table_spec
 from blofin_assets.assets.targets import target_table_spec
 from blofin_assets.derived import DerivedTable, Refresh, refresh_table
 from blofin_assets.ml.features import FEATURE_WARMUP_BARS, compute_features
+from blofin_assets.ml.specs import MODEL_SPECS
 from blofin_assets.ml.targets import compute_targets
+from blofin_assets.ml.training import training_columns
 from blofin_assets.resources import BlofinSettings
 from blofin_assets.sources.demo import demo_candles
 
@@ -275,3 +277,20 @@ def test_computing_from_a_start_equals_computing_everything_then_filtering() -> 
     )
     assert len(compute_features(candles, start=T0 + pd.Timedelta(days=1))) == 0
     assert FEATURE_WARMUP_BARS == 1440
+
+
+def test_a_models_training_read_is_the_full_join_narrowed_to_its_columns(tmp_path: Path) -> None:
+    path = tmp_path / "warehouse.duckdb"
+    store(path, market(T0 + pd.Timedelta(hours=6)))
+    for table in (feature_table_spec(settings()), target_table_spec(settings())):
+        refresh(path, table)
+    with wh.connect(path, read_only=True) as con:
+        full = wh.read_training_frame(con)
+        for spec in MODEL_SPECS:
+            columns = training_columns(spec)
+            narrow = wh.read_training_frame(con, columns)
+            assert list(narrow.columns) == columns
+            pd.testing.assert_frame_equal(narrow, full[columns])
+        assert full["ts"].is_monotonic_increasing and len(full) > 1000
+        with pytest.raises(ValueError, match=r"lack 1 column\(s\).*\['target_sharpe'\]"):
+            wh.read_training_frame(con, ["inst_id", "ts", "close", "target_sharpe"])

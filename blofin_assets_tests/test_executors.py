@@ -7,6 +7,8 @@ no change to any asset.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import yaml
@@ -61,3 +63,18 @@ def test_hourly_training_runs_under_the_multiprocess_executor(project: Project) 
     assert len(step_pids) > 1, step_pids
     recorded = project.query("SELECT model_name FROM ml_model_results ORDER BY model_name")
     assert [row[0] for row in recorded] == sorted(spec.name for spec in MODEL_SPECS)
+
+
+def test_loading_the_code_location_freezes_what_it_imported() -> None:
+    # A fresh interpreter, as a run worker, code server or forkserver parent starts: after the
+    # load, the long-lived import-time objects sit in the permanent generation (skipped by
+    # every later full collection, shared copy-on-write by forked step processes) and only a
+    # small remainder is still tracked.
+    probe = (
+        "import gc, blofin_assets.definitions; print(gc.get_freeze_count(), len(gc.get_objects()))"
+    )
+    completed = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=REPO
+    )
+    frozen, tracked = map(int, completed.stdout.split())
+    assert frozen > 10 * tracked, (frozen, tracked)

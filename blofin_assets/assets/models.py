@@ -27,6 +27,7 @@ from blofin_assets.assets.targets import targets
 from blofin_assets.ml.gates import REGRESSION_HISTORY
 from blofin_assets.ml.publish import PublishedModel, train_and_publish
 from blofin_assets.ml.specs import ModelSpec
+from blofin_assets.ml.training import training_columns
 from blofin_assets.resources import BlofinSettings, DuckDBWarehouse, ModelStoreResource
 
 GATE_DESCRIPTIONS = {
@@ -99,7 +100,7 @@ def build_model_asset(spec: ModelSpec) -> AssetsDefinition:
         model_store: ModelStoreResource,
     ) -> MaterializeResult:
         with warehouse.connect(read_only=True) as con:
-            frame = wh.read_training_frame(con)
+            frame = wh.read_training_frame(con, training_columns(spec))
             history = wh.promoted_skills(con, spec.name, REGRESSION_HISTORY)
             sources = wh.candle_sources(con)
         published = train_and_publish(

@@ -18,6 +18,7 @@ from sklearn.compose import TransformedTargetRegressor
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer, StandardScaler
 
+from blofin_assets.ml.features import REFERENCE_COLUMNS
 from blofin_assets.ml.metrics import (
     Evaluation,
     classification_metrics,
@@ -70,6 +71,14 @@ def check_training_frame(frame: pd.DataFrame, spec: ModelSpec) -> None:
             f"{spec.name}: {int(bad.any(axis=1).sum())} training rows hold NaN/inf "
             f"(per column: {counts})"
         )
+
+
+def training_columns(spec: ModelSpec) -> list[str]:
+    """What train_model reads of the joined frame: keys, reference price, features, target
+    and the column baselines; the model step reads only these."""
+    baselines = [c for c in spec.baselines if c != "majority_class"]
+    wanted = ["inst_id", "ts", *REFERENCE_COLUMNS, *spec.features, spec.target, *baselines]
+    return list(dict.fromkeys(wanted))
 
 
 def model_target(spec: ModelSpec, frame: pd.DataFrame) -> np.ndarray:
