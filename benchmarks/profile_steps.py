@@ -5,7 +5,7 @@ candles of a DuckDB file a benchmark run left behind (``run_benchmark.py --keep`
 temp dir) and times, with the product's own functions:
 
 * features / targets: read candles, compute, and the whole refresh (a rebuild);
-* the training frame read each model step does;
+* the training frame read each model step does (its own columns; and all columns once);
 * per model: ``train_model``'s fit, its test and train predictions, and saving the version.
 
 Usage::
@@ -88,9 +88,8 @@ def profile(args: argparse.Namespace) -> None:
             with timed(f"refresh_{spec.name}_rebuild") as record:
                 refresh = refresh_table(con, spec, training_days=args.training_days, bar=bar)
                 record["rows"] = refresh.rows
-    with wh.connect(db, read_only=True) as con, timed("read_training_frame") as record:
-        frame = wh.read_training_frame(con)
-        record["rows"] = len(frame)
+    with wh.connect(db, read_only=True) as con, timed("read_training_frame_all_columns") as record:
+        record["rows"] = len(wh.read_training_frame(con))
 
     store = ModelStore(work / "models")
     wanted = set(args.models.split(",")) if args.models else None
@@ -103,6 +102,10 @@ def profile(args: argparse.Namespace) -> None:
         for spec in MODEL_SPECS:
             if wanted and spec.name not in wanted:
                 continue
+            # What the model step reads: its own columns of the join.
+            with wh.connect(db, read_only=True) as con, timed("read_training_frame") as record:
+                frame = wh.read_training_frame(con, training.training_columns(spec))
+                record["model"], record["rows"] = spec.name, len(frame)
             with timed("sort_and_split", model=spec.name):
                 ordered = frame.sort_values(["ts", "inst_id"], kind="stable").reset_index(drop=True)
                 split = purged_split(ordered["ts"], test_fraction=0.2, purge_bars=args.horizon)
@@ -131,7 +134,7 @@ def profile(args: argparse.Namespace) -> None:
                     config={},
                     metadata={"version": "profile"},
                 )
-            del estimator, x_train, x_test
+            del estimator, x_train, x_test, frame, ordered, train, test
     shutil.rmtree(work, ignore_errors=True)
 
 
