@@ -12,10 +12,11 @@ table; model skill comes from the summaries (medians).
 from __future__ import annotations
 
 import json
-import statistics
 import sys
 from pathlib import Path
 from typing import Any
+
+from run_benchmark import PHASE_RUNS, phase_medians  # this directory, beside this script
 
 
 def load(paths: list[str]) -> list[dict[str, Any]]:
@@ -153,21 +154,10 @@ def runs_table(runs: list[dict[str, Any]]) -> str:
     return table(header, rows)
 
 
-PHASE_RUNS = ("features_targets_phase_seconds", "hourly_features_targets_phase_seconds")
-
-
 def add_phase_medians(summary: dict[str, Any], runs: list[dict[str, Any]]) -> None:
     """Summaries written before they carried the phase medians get them from their runs."""
-    for run in PHASE_RUNS:
-        if run in summary or not runs or not all(run in r for r in runs):
-            continue
-        summary[run] = {
-            asset: {
-                phase: statistics.median(r[run][asset][phase] for r in runs)
-                for phase in runs[0][run][asset]
-            }
-            for asset in runs[0][run]
-        }
+    for run, medians in phase_medians(runs).items():
+        summary.setdefault(run, medians)
 
 
 def main(paths: list[str]) -> None:

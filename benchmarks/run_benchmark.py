@@ -257,6 +257,7 @@ def materializations(instance: Any, run_id: str) -> dict[str, dict[str, Any]]:
 
 DERIVED = ("features", "targets")
 PHASES = ("check", "read", "compute", "write")
+PHASE_RUNS = ("features_targets_phase_seconds", "hourly_features_targets_phase_seconds")
 
 
 def phase_seconds(metadata: dict[str, dict[str, Any]]) -> dict[str, dict[str, float]]:
@@ -528,6 +529,18 @@ def export_candles(workload: Workload, path: Path) -> None:
 # --------------------------------------------------------------------------- parent: summary
 
 
+def phase_medians(records: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, float]]]:
+    """Median seconds per features/targets phase, for each run kind every record reports."""
+    return {
+        run: {
+            name: {phase: median([r[run][name][phase] for r in records]) for phase in PHASES}
+            for name in DERIVED
+        }
+        for run in PHASE_RUNS
+        if records and all(run in r for r in records)
+    }
+
+
 def median(values: list[float]) -> float:
     """Median to 4 significant digits (metric values such as an MAE of 7e-4 stay readable)."""
     return float(f"{statistics.median(values):.4g}")
@@ -581,14 +594,7 @@ def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
             }
             for name in first["models"]
         },
-        **{
-            run: {
-                name: {phase: median([r[run][name][phase] for r in records]) for phase in PHASES}
-                for name in DERIVED
-            }
-            for run in ("features_targets_phase_seconds", "hourly_features_targets_phase_seconds")
-            if all(run in r for r in records)
-        },
+        **phase_medians(records),
         "run_seconds_all": [r["run_seconds"] for r in records],
         "max_loadavg_1m": max(max(r["loadavg_before"][0], r["loadavg_after"][0]) for r in records),
     }
