@@ -189,9 +189,10 @@ def ensure_state_table(con: duckdb.DuckDBPyConnection) -> None:
     expected = ["table_name", "inst_id", "code_version", "settings", "candles_through",
                 "candle_count", "candle_hash", "row_count", "row_hash", "last_row_ts",
                 "built_at"]  # fmt: skip
-    if wh.table_exists(con, STATE_TABLE):
-        if wh.table_columns(con, STATE_TABLE) == expected:
-            return
+    stored = wh.table_columns(con, STATE_TABLE)  # [] when it does not exist
+    if stored == expected:
+        return
+    if stored:
         con.execute(f"DROP TABLE {STATE_TABLE}")
     con.execute(STATE_DDL)
 
@@ -258,9 +259,10 @@ def rebuild_reason(
     con: duckdb.DuckDBPyConnection, table: DerivedTable, fingerprints: pd.DataFrame
 ) -> str | None:
     """Why the stored rows cannot be appended to, or None when they can."""
-    if not wh.table_exists(con, table.name):
+    stored = wh.table_columns(con, table.name)  # [] when it does not exist
+    if not stored:
         return "first build: the table does not exist yet"
-    if wh.table_columns(con, table.name) != table.columns:
+    if stored != table.columns:
         return "the stored table's columns differ from this code's"
     state = query(
         con,

@@ -387,11 +387,10 @@ def read_training_frame(
     Given ``columns`` (a model's own: its features, target, baselines), only those are read:
     each model step reads this frame, and the other targets' labels are a third of its width.
     """
-    stored: dict[str, list[str]] = {}
-    for table in ("features", "targets"):
-        if not table_exists(con, table):
+    stored = {table: table_columns(con, table) for table in ("features", "targets")}
+    for table, stored_columns in stored.items():
+        if not stored_columns:
             raise ValueError(f"table {table!r} does not exist yet: materialize it first")
-        stored[table] = table_columns(con, table)
     if columns is None:
         select = "f.*, t.* EXCLUDE (inst_id, ts)"
     else:

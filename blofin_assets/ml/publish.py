@@ -43,6 +43,11 @@ def model_version(trained_at: pd.Timestamp, spec: ModelSpec, run_id: str) -> str
     return f"{trained_at.strftime('%Y%m%dT%H%M%S')}Z-{digest}"
 
 
+def version_second(version: str) -> str:
+    """The '<UTC time>' part of a model_version name; compares as time does."""
+    return version.split("-", 1)[0]
+
+
 def model_config(spec: ModelSpec, horizon: int) -> dict[str, Any]:
     """How to use model.pkl from any program: inputs, their order, and what comes out."""
     if spec.target_transform == "log_return":
@@ -194,8 +199,8 @@ def mark_interrupted_promotions(store: ModelStore, name: str) -> list[str]:
     served_at = pd.Timestamp(store.read_metadata(name, served)["trained_at"]) if served else None
     # Names start with the training time to the second: only those from the served version's
     # second on can be newer, so a long history is not read every hour.
-    since = served.split("-", 1)[0] if served else ""
-    candidates = [v for v in store.version_names(name) if v.split("-", 1)[0] >= since]
+    since = version_second(served) if served else ""
+    candidates = [v for v in store.version_names(name) if version_second(v) >= since]
     relabelled = []
     for version in candidates:
         metadata = store.read_metadata(name, version)

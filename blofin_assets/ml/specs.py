@@ -67,6 +67,11 @@ class ModelSpec:
     def model_type(self) -> str:
         return self.estimator_class.__name__
 
+    @property
+    def baseline_columns(self) -> tuple[str, ...]:
+        """The baselines read from `targets`; majority_class comes from the training labels."""
+        return tuple(c for c in self.baselines if c != "majority_class")
+
     def fingerprint(self) -> dict[str, Any]:
         """Everything that changes what is learned; what the code_version hashes."""
         return {

@@ -76,8 +76,14 @@ def check_training_frame(frame: pd.DataFrame, spec: ModelSpec) -> None:
 def training_columns(spec: ModelSpec) -> list[str]:
     """What train_model reads of the joined frame: keys, reference price, features, target
     and the column baselines; the model step reads only these."""
-    baselines = [c for c in spec.baselines if c != "majority_class"]
-    wanted = ["inst_id", "ts", *REFERENCE_COLUMNS, *spec.features, spec.target, *baselines]
+    wanted = [
+        "inst_id",
+        "ts",
+        *REFERENCE_COLUMNS,
+        *spec.features,
+        spec.target,
+        *spec.baseline_columns,
+    ]
     return list(dict.fromkeys(wanted))
 
 
@@ -165,9 +171,7 @@ def train_model(
 ) -> TrainedModel:
     """Train on the past, test on the later block, purge ``horizon`` bars between them."""
     check_training_frame(frame, spec)
-    missing_baselines = [
-        c for c in spec.baselines if c != "majority_class" and c not in frame.columns
-    ]
+    missing_baselines = [c for c in spec.baseline_columns if c not in frame.columns]
     if missing_baselines:
         raise TrainingDataError(f"{spec.name}: frame lacks baseline columns {missing_baselines}")
     if not frame["ts"].is_monotonic_increasing:  # read_training_frame already orders by time
