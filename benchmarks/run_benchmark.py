@@ -59,11 +59,16 @@ Field notes:
   count once per process, so it over-states.
 * ``cpu_seconds_process_total``: user + system CPU of the run process and its waited-for
   children (not of forkserver grandchildren); compare it with the wall time on a busy box.
+* ``gc_full_*``: full (generation 2) garbage collections in the run process during the first
+  build and the hourly run: how many, the longest and the total pause. A pause lands in
+  whichever step allocates then, so it shows up in that step's seconds (in-process only:
+  step processes of the multiprocess executor are not watched).
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import platform
@@ -291,6 +296,28 @@ def model_summary(metadata: dict[str, Any], step_seconds: float) -> dict[str, An
     }
 
 
+class FullCollections:
+    """Pauses of the full garbage collections between start() and stop() (gc.callbacks)."""
+
+    def __init__(self) -> None:
+        self.pauses: list[float] = []
+        self._started = 0.0
+
+    def _callback(self, phase: str, info: dict[str, int]) -> None:
+        if info["generation"] != 2:
+            return
+        if phase == "start":
+            self._started = time.perf_counter()
+        else:
+            self.pauses.append(time.perf_counter() - self._started)
+
+    def start(self) -> None:
+        gc.callbacks.append(self._callback)
+
+    def stop(self) -> None:
+        gc.callbacks.remove(self._callback)
+
+
 class TreeSampler(threading.Thread):
     """Samples the RSS of this process and all its descendants (step processes of the
     multiprocess executor, forkserver grandchildren included) every `interval` seconds."""
@@ -370,6 +397,8 @@ def child_run(args: argparse.Namespace) -> dict[str, Any]:
         with DagsterInstance.get() as instance:
             sampler = TreeSampler()
             sampler.start()
+            collections = FullCollections()
+            collections.start()
             started = time.perf_counter()
             run_id = execute(args, instance, None)
             run_seconds = time.perf_counter() - started
@@ -385,6 +414,7 @@ def child_run(args: argparse.Namespace) -> dict[str, Any]:
             started = time.perf_counter()
             hourly_id = execute(args, instance, None)
             hourly_seconds = time.perf_counter() - started
+            collections.stop()
             hourly_steps = step_timings(instance, hourly_id)
             hourly_meta = materializations(instance, hourly_id)
 
@@ -468,6 +498,9 @@ def child_run(args: argparse.Namespace) -> dict[str, Any]:
         "peak_rss_children_mb": round(children_rss, 1),
         "peak_rss_sampled_tree_sum_mb": round(sampler.peak_total_mb, 1),
         "peak_rss_sampled_single_mb": round(sampler.peak_single_mb, 1),
+        "gc_full_collections": len(collections.pauses),
+        "gc_full_pause_max_seconds": round(max(collections.pauses, default=0.0), 4),
+        "gc_full_pause_total_seconds": round(sum(collections.pauses), 4),
         # The scheduled hourly run on top of the first run's warehouse: features/targets
         # append the new bars' rows, so the rate is the candles of the whole window (the
         # first run's candles_read) kept current per second, not the candles computed.

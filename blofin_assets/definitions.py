@@ -40,7 +40,7 @@ defs = build_definitions()
 # Everything loaded so far (Dagster, pandas, scikit-learn, these definitions) lives as long as
 # the process, yet every full garbage collection walked it again: 0.10-0.13 s per pause in a
 # benchmark run, landing in whichever step happened to allocate then (measured: a 0.01 s
-# targets compute read 0.15 s).  Frozen, it is skipped, and a full collection takes ~0.03 s.
+# targets compute read 0.15 s).  Frozen, it is skipped: 0.03-0.07 s per full collection.
 # Collect first so no import-time garbage is frozen with it.
 gc.collect()
 gc.freeze()
