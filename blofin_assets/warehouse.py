@@ -202,21 +202,20 @@ def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
 
 
 def table_exists(con: duckdb.DuckDBPyConnection, table: str) -> bool:
-    row = con.execute(
-        "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'main' "
-        "AND table_name = ?",
-        [table],
-    ).fetchall()[0]
-    return bool(row and row[0])
+    return bool(table_columns(con, table))
 
 
 def table_columns(con: duckdb.DuckDBPyConnection, table: str) -> list[str]:
-    """A main-schema table's columns in table order; [] when it does not exist."""
+    """A main-schema table's (or view's) columns in order; [] when it does not exist.
+
+    DuckDB's own catalog function, limited to this file's database: information_schema also
+    lists same-named tables of ATTACHed databases, and answers about half as fast.
+    """
     return [
         row[0]
         for row in con.execute(
-            "SELECT column_name FROM information_schema.columns WHERE table_schema = 'main' "
-            "AND table_name = ? ORDER BY ordinal_position",
+            "SELECT column_name FROM duckdb_columns() WHERE database_name = current_database() "
+            "AND schema_name = 'main' AND table_name = ? ORDER BY column_index",
             [table],
         ).fetchall()
     ]

@@ -294,3 +294,22 @@ def test_a_models_training_read_is_the_full_join_narrowed_to_its_columns(tmp_pat
         assert full["ts"].is_monotonic_increasing and len(full) > 1000
         with pytest.raises(ValueError, match=r"lack 1 column\(s\).*\['target_sharpe'\]"):
             wh.read_training_frame(con, ["inst_id", "ts", "close", "target_sharpe"])
+
+
+def test_schema_checks_see_only_this_files_tables_not_an_attached_databases(
+    tmp_path: Path,
+) -> None:
+    """An ATTACHed database with a same-named table must not change what a rebuild check or
+    the training read believes the warehouse's table holds."""
+    path = tmp_path / "warehouse.duckdb"
+    store(path, market(T0))
+    table = feature_table_spec(settings())
+    refresh(path, table)
+    with wh.connect(path) as con:
+        con.execute(f"ATTACH '{tmp_path / 'other.duckdb'}' AS other")
+        con.execute("CREATE TABLE other.main.features (x INTEGER)")
+        con.execute("CREATE TABLE other.main.only_there (y INTEGER)")
+        assert wh.table_columns(con, "features") == table.columns
+        assert wh.table_columns(con, "only_there") == []
+        assert not wh.table_exists(con, "only_there") and wh.table_exists(con, "candles")
+        assert refresh_table(con, table, training_days=DAYS, bar=BAR).mode == "append"
