@@ -13,8 +13,10 @@ The table is rebuilt from scratch whenever that reasoning might not hold, and th
 returned so the asset can show it: the first build, a different code version or setting, a
 table whose columns or newest rows are not what the last build left, or candles at or before
 the last build's newest candle that changed (a back-filled gap shifts every trailing window
-after it).  The last check is a per-instrument count and content hash over all stored candles
-up to that point, computed inside DuckDB.
+after it).  The last check is a per-instrument count and content hash of the stored candles up
+to that point: the insert that stored them recorded the hash of all of them
+(``warehouse.candle_fingerprints``), so only the candles that came after are hashed here and
+an hourly check costs O(new bars), not O(history).
 
 Appended rows equal a full rebuild's to rounding (1e-12 relative: long trailing sums are
 running sums, whose rounding depends on where the read starts); the tests pin that.
@@ -43,7 +45,7 @@ CREATE TABLE IF NOT EXISTS {STATE_TABLE} (
     settings VARCHAR NOT NULL,
     candles_through TIMESTAMPTZ NOT NULL,
     candle_count BIGINT NOT NULL,
-    candle_hash UBIGINT NOT NULL,
+    candle_content_hash UBIGINT NOT NULL,
     row_count BIGINT NOT NULL,
     row_hash UBIGINT NOT NULL,
     last_row_ts TIMESTAMPTZ,
@@ -51,13 +53,6 @@ CREATE TABLE IF NOT EXISTS {STATE_TABLE} (
     PRIMARY KEY (table_name, inst_id)
 )
 """
-
-
-def candle_content(alias: str = "") -> str:
-    """Content hash of one candle row (DuckDB's hash; a DuckDB upgrade may force one rebuild)."""
-    prefix = f"{alias}." if alias else ""
-    columns = ", ".join(prefix + c for c in ("ts", "open", "high", "low", "close", "volume"))
-    return f"hash({columns})"
 
 
 Compute = Callable[[pd.DataFrame, pd.Timestamp], pd.DataFrame]
@@ -187,7 +182,7 @@ class Stopwatch:
 def ensure_state_table(con: duckdb.DuckDBPyConnection) -> None:
     """Create the bookkeeping table; one from an older layout is replaced (forcing a rebuild)."""
     expected = ["table_name", "inst_id", "code_version", "settings", "candles_through",
-                "candle_count", "candle_hash", "row_count", "row_hash", "last_row_ts",
+                "candle_count", "candle_content_hash", "row_count", "row_hash", "last_row_ts",
                 "built_at"]  # fmt: skip
     stored = wh.table_columns(con, STATE_TABLE)  # [] when it does not exist
     if stored == expected:
@@ -236,22 +231,56 @@ def combine(stored: RowStats, dropped: RowStats, added: RowStats) -> RowStats:
 
 
 def candle_fingerprints(con: duckdb.DuckDBPyConnection, table_name: str) -> pd.DataFrame:
-    """Per instrument, in one scan of the candles: newest candle, count and content hash (to
-    record), and whether the candles up to the last build's newest one still match what was
-    recorded then (``changed``; ``count_then``/``stored_count`` say by how many rows)."""
-    return query(
-        con,
-        "SELECT c.inst_id, max(c.ts) AS candles_through, count(*) AS candle_count, "
-        "bit_xor(c.content) AS candle_hash, "
-        "count(*) FILTER (WHERE c.ts <= s.candles_through) AS count_then, "
-        "any_value(s.candle_count) AS stored_count, "
-        "coalesce(any_value(s.candle_count) <> count(*) FILTER (WHERE c.ts <= s.candles_through) "
-        "OR any_value(s.candle_hash) <> coalesce(bit_xor(c.content) FILTER "
-        "(WHERE c.ts <= s.candles_through), 0), false) AS changed "
-        f"FROM (SELECT inst_id, ts, {candle_content()} AS content FROM candles) c "
-        f"LEFT JOIN {STATE_TABLE} s ON s.table_name = ? AND s.inst_id = c.inst_id "
-        "GROUP BY c.inst_id ORDER BY c.inst_id",
-        [table_name],
+    """Per instrument: newest candle, count and content hash of all stored candles (to record),
+    and whether the candles up to the last build's newest one still match what was recorded
+    then (``changed``; ``count_then``/``stored_count`` say by how many rows).
+
+    The totals come from ``warehouse.candle_fingerprints`` (kept by every insert); the part up
+    to the last build's newest candle is the total less the candles after it, so only the
+    candles that arrived since are hashed here, not the whole history.
+    """
+    current = wh.candle_fingerprints(con)
+    stored = {
+        inst: (pd.Timestamp(through), int(count), int(content))
+        for inst, through, count, content in con.execute(
+            f"SELECT inst_id, candles_through, candle_count, candle_content_hash FROM "
+            f"{STATE_TABLE} WHERE table_name = ?",
+            [table_name],
+        ).fetchall()
+    }
+    since: dict[str, tuple[int, int]] = {}
+    if stored:
+        # A constant lower bound lets DuckDB skip row groups by their min/max ts.
+        earliest = min(through for through, _, _ in stored.values())
+        since = {
+            inst: (int(count), int(content))
+            for inst, count, content in con.execute(
+                f"SELECT c.inst_id, count(*), bit_xor({wh.candle_content('c')}) FROM candles c "
+                f"JOIN {STATE_TABLE} s ON s.table_name = ? AND s.inst_id = c.inst_id "
+                "WHERE c.ts > s.candles_through AND c.ts > ? GROUP BY c.inst_id",
+                [table_name, earliest.to_pydatetime()],
+            ).fetchall()
+        }
+    count_then, stored_count, changed = [], [], []
+    for inst, count, content in zip(
+        current["inst_id"], current["candle_count"], current["content_hash"], strict=True
+    ):
+        later_count, later_content = since.get(inst, (0, 0))
+        then = (int(count) - later_count, int(content) ^ later_content)
+        record = stored.get(inst)
+        count_then.append(then[0])
+        stored_count.append(None if record is None else record[1])
+        changed.append(record is not None and record[1:] != then)
+    return pd.DataFrame(
+        {
+            "inst_id": current["inst_id"],
+            "candles_through": current["last_ts"],
+            "candle_count": current["candle_count"],
+            "candle_content_hash": current["content_hash"],
+            "count_then": count_then,
+            "stored_count": pd.array(stored_count, dtype="Int64"),
+            "changed": changed,
+        }
     )
 
 
@@ -442,7 +471,9 @@ def save_state(
 ) -> None:
     """Record what the rows were built from, for the next run's rebuild_reason."""
     con.execute(f"DELETE FROM {STATE_TABLE} WHERE table_name = ?", [table.name])
-    recorded = fingerprints[["inst_id", "candles_through", "candle_count", "candle_hash"]].assign(
+    recorded = fingerprints[
+        ["inst_id", "candles_through", "candle_count", "candle_content_hash"]
+    ].assign(
         row_count=[stats.get(inst, (0, 0))[0] for inst in fingerprints["inst_id"]],
         row_hash=pd.array(
             [stats.get(inst, (0, 0))[1] for inst in fingerprints["inst_id"]], dtype="uint64"
@@ -453,7 +484,7 @@ def save_state(
     with wh.registered(con, "recorded", recorded):
         con.execute(
             f"INSERT INTO {STATE_TABLE} SELECT ?, inst_id, ?, ?, candles_through, candle_count, "
-            "candle_hash, row_count, row_hash, last_row_ts, now() FROM recorded",
+            "candle_content_hash, row_count, row_hash, last_row_ts, now() FROM recorded",
             [table.name, table.code_version, table.settings_json()],
         )
 

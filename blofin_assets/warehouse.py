@@ -35,6 +35,18 @@ CREATE TABLE IF NOT EXISTS candles (
 )
 """
 
+# Written by every candle insert, in its transaction: what a full hashing scan of the candles
+# gave then, so the hourly steps after it need not hash every stored candle again.
+CANDLE_FINGERPRINTS_DDL = """
+CREATE TABLE IF NOT EXISTS candle_fingerprints (
+    inst_id VARCHAR PRIMARY KEY,
+    candle_count BIGINT NOT NULL,
+    first_ts TIMESTAMPTZ NOT NULL,
+    last_ts TIMESTAMPTZ NOT NULL,
+    content_hash UBIGINT NOT NULL
+)
+"""
+
 CANDLES_REJECTED_DDL = """
 CREATE TABLE IF NOT EXISTS candles_rejected (
     inst_id VARCHAR,
@@ -197,6 +209,7 @@ def query_frame(
 
 def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
     con.execute(CANDLES_DDL)
+    con.execute(CANDLE_FINGERPRINTS_DDL)
     con.execute(CANDLES_REJECTED_DDL)
     migrate_results(con)
 
@@ -263,6 +276,7 @@ def upsert_candles(
         new_rows = insert_new_rows(con, "candles", batch, columns)
         if rejected is not None:
             insert_rejected(con, rejected, source=source)
+        record_candle_fingerprints(con)
     return new_rows
 
 
@@ -292,19 +306,72 @@ def latest_candle_ts(con: duckdb.DuckDBPyConnection) -> dict[str, pd.Timestamp]:
     return {inst_id: pd.Timestamp(ts).tz_convert("UTC") for inst_id, ts in rows}
 
 
+def candle_content(alias: str = "") -> str:
+    """SQL for the content hash of one candle row (DuckDB's hash: a DuckDB upgrade that changes
+    it makes every fingerprint differ once, i.e. one rebuild of features and targets)."""
+    prefix = f"{alias}." if alias else ""
+    columns = ("inst_id", "ts", "open", "high", "low", "close", "volume")
+    return f"hash({', '.join(prefix + c for c in columns)})"
+
+
+FINGERPRINT_COLUMNS = ["inst_id", "candle_count", "first_ts", "last_ts", "content_hash"]
+
+
+def record_candle_fingerprints(con: duckdb.DuckDBPyConnection) -> None:
+    """Hash every stored candle, per instrument, into candle_fingerprints; call it inside the
+    transaction that changed the candles, so the record never describes other candles."""
+    con.execute("DELETE FROM candle_fingerprints")
+    con.execute(
+        "INSERT INTO candle_fingerprints SELECT inst_id, count(*), min(ts), max(ts), "
+        f"bit_xor({candle_content()}) FROM candles GROUP BY inst_id"
+    )
+
+
+def candle_fingerprints(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
+    """Per instrument (sorted): candle count, first and last bar, XOR of the candle hashes.
+
+    From candle_fingerprints when it still describes the table: its counts and first and last
+    bars match a scan of (inst_id, ts), which costs a fraction of hashing every candle. A row
+    added or deleted outside ``upsert_candles`` fails that match and the whole table is hashed
+    here instead; an in-place edit of a stored candle's prices (candles are never updated) is
+    seen by the next insert's record, not before.
+    """
+    shape = con.execute(
+        "SELECT inst_id, count(*), min(ts), max(ts) FROM candles GROUP BY inst_id ORDER BY inst_id"
+    ).fetchall()
+    recorded = (
+        con.execute(
+            f"SELECT {', '.join(FINGERPRINT_COLUMNS)} FROM candle_fingerprints ORDER BY inst_id"
+        ).fetchall()
+        if table_exists(con, "candle_fingerprints")
+        else []
+    )
+    if [row[:4] for row in recorded] != shape:
+        recorded = con.execute(
+            "SELECT inst_id, count(*), min(ts), max(ts), "
+            f"bit_xor({candle_content()}) FROM candles GROUP BY inst_id ORDER BY inst_id"
+        ).fetchall()
+    frame = pd.DataFrame(recorded, columns=FINGERPRINT_COLUMNS)
+    frame["candle_count"] = frame["candle_count"].astype("int64")
+    frame["content_hash"] = pd.array([int(h) for h in frame["content_hash"]], dtype="uint64")
+    for column in ("first_ts", "last_ts"):
+        frame[column] = pd.to_datetime(frame[column], utc=True)
+    return frame
+
+
 def candles_fingerprint(con: duckdb.DuckDBPyConnection) -> dict[str, object]:
-    """Row count, time span and an order-independent content hash, computed inside DuckDB."""
-    row = con.execute(
-        "SELECT count(*), min(ts), max(ts), count(DISTINCT inst_id), "
-        "bit_xor(hash(inst_id, ts, open, high, low, close, volume)) FROM candles"
-    ).fetchall()[0]
-    count, first, last, instruments, content = row
+    """Row count, time span and an order-independent content hash of all stored candles."""
+    per_instrument = candle_fingerprints(con)
+    content = 0
+    for value in per_instrument["content_hash"]:
+        content ^= int(value)
+    empty = per_instrument.empty
     return {
-        "rows": int(count),
-        "first_ts": None if first is None else pd.Timestamp(first).tz_convert("UTC"),
-        "last_ts": None if last is None else pd.Timestamp(last).tz_convert("UTC"),
-        "instruments": int(instruments),
-        "content_hash": f"{int(content or 0):016x}",
+        "rows": int(per_instrument["candle_count"].sum()),
+        "first_ts": None if empty else per_instrument["first_ts"].min(),
+        "last_ts": None if empty else per_instrument["last_ts"].max(),
+        "instruments": len(per_instrument),
+        "content_hash": f"{content:016x}",
     }
 
 

@@ -216,6 +216,92 @@ def test_rows_removed_outside_the_asset_are_noticed(tmp_path: Path) -> None:
     assert_same_rows(read(path, "features"), rebuilt(tmp_path, market(T0), table))
 
 
+def full_candle_scan(path: Path) -> list[tuple]:
+    """Per instrument count, first/last bar and hash, computed from every stored candle."""
+    with wh.connect(path, read_only=True) as con:
+        return con.execute(
+            "SELECT inst_id, count(*), min(ts), max(ts), "
+            f"bit_xor({wh.candle_content()}) FROM candles GROUP BY inst_id ORDER BY inst_id"
+        ).fetchall()
+
+
+def test_every_insert_records_what_a_full_scan_of_the_candles_gives(tmp_path: Path) -> None:
+    path = tmp_path / "blofin.duckdb"
+    store(path, market(T0))
+    # The next fetch overlaps the stored bars (ON CONFLICT DO NOTHING) and adds new ones.
+    store(path, market(T0 + pd.Timedelta(minutes=90)).loc[lambda f: f["ts"] > T0 - BAR * 30])
+    with wh.connect(path) as con:
+        recorded = con.execute("SELECT * FROM candle_fingerprints ORDER BY inst_id").fetchall()
+        fingerprint = wh.candles_fingerprint(con)
+        everything = con.execute(
+            f"SELECT count(*), bit_xor({wh.candle_content()}) FROM candles"
+        ).fetchall()[0]
+    assert recorded == full_candle_scan(path)
+    assert (fingerprint["rows"], fingerprint["content_hash"]) == (
+        everything[0],
+        f"{everything[1]:016x}",
+    )
+
+
+def test_the_hourly_check_trusts_the_inserts_record_instead_of_hashing_history(
+    tmp_path: Path,
+) -> None:
+    """Proof that the old candles are not re-hashed: a record whose hash (alone) is wrong is
+    believed, and reported as a change, because its counts and bars still match the table."""
+    path = tmp_path / "blofin.duckdb"
+    store(path, market(T0))
+    table = feature_table_spec(settings())
+    refresh(path, table)
+    store(path, market(T0 + pd.Timedelta(minutes=60)))
+    with wh.connect(path) as con:
+        con.execute(
+            "UPDATE candle_fingerprints SET content_hash = xor(content_hash, 1) "
+            "WHERE inst_id = 'SOL-USDT'"
+        )
+    result = refresh(path, table)
+    assert result.mode == "rebuild"
+    assert "SOL-USDT (+0 rows)" in result.reason and "BTC-USDT" not in result.reason
+
+
+def test_a_candle_deleted_outside_the_product_is_noticed_without_the_record(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "blofin.duckdb"
+    store(path, market(T0))
+    table = target_table_spec(settings())
+    refresh(path, table)
+    with wh.connect(path) as con:
+        con.execute(
+            "DELETE FROM candles WHERE inst_id = 'ETH-USDT' AND ts = ?",
+            [(T0 - pd.Timedelta(hours=30)).to_pydatetime()],
+        )
+        # The record now overstates ETH by one candle: the shape scan sees it, so the
+        # fingerprint comes from hashing the table itself.
+        assert wh.candles_fingerprint(con)["rows"] == len(market(T0)) - 1
+    result = refresh(path, table)
+    assert result.mode == "rebuild" and "ETH-USDT (-1 rows)" in result.reason
+    candles = market(T0)
+    kept = ~((candles["inst_id"] == "ETH-USDT") & (candles["ts"] == T0 - pd.Timedelta(hours=30)))
+    assert_same_rows(read(path, "targets"), rebuilt(tmp_path, candles.loc[kept], table))
+
+
+def test_a_price_edited_in_place_is_seen_once_the_next_insert_records_it(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "blofin.duckdb"
+    store(path, market(T0))
+    table = feature_table_spec(settings())
+    refresh(path, table)
+    with wh.connect(path) as con:
+        con.execute(
+            "UPDATE candles SET close = close * 1.001 WHERE inst_id = 'BTC-USDT' AND ts = ?",
+            [(T0 - pd.Timedelta(hours=5)).to_pydatetime()],
+        )
+    store(path, market(T0 + pd.Timedelta(minutes=60)))
+    result = refresh(path, table)
+    assert result.mode == "rebuild" and "BTC-USDT (+0 rows)" in result.reason
+
+
 def test_a_new_instrument_is_built_from_its_window_while_the_others_append(
     tmp_path: Path,
 ) -> None:
