@@ -27,7 +27,10 @@ Workloads:
 
 * S: 3 instruments x 14 days of 1m bars (the default demo run, 60,480 candles);
 * M: 10 instruments x 30 days of 1m bars (432,000 candles), lookback = training = 30 days;
-* L: 10 instruments x 365 days of 5m bars (1,051,200 candles), lookback = training = 365 days.
+* L: 10 instruments x 365 days of 5m bars (1,051,200 candles), lookback = training = 365 days;
+* H: 10 instruments x 365 days of 1m bars (5,256,000 candles) but the default 30-day training
+  window: a trader who kept a year of history. The models see what they see at M; what grows
+  is the stored history every hourly step has to reckon with.
 
 Output: one JSON line per run on stdout (``"kind": "run"``), then per workload one summary
 line (``"kind": "summary"``) with the medians over the repeats and PASS/FAIL against the
@@ -102,7 +105,8 @@ class Workload:
     name: str
     instruments: str
     bar: str
-    days: int
+    days: int  # of candles stored (the lookback)
+    training_days: int | None = None  # None: the whole lookback
 
     @property
     def instrument_count(self) -> int:
@@ -118,7 +122,7 @@ class Workload:
             "BLOFIN_INSTRUMENTS": self.instruments,
             "BLOFIN_BAR": self.bar,
             "BLOFIN_LOOKBACK_DAYS": str(self.days),
-            "BLOFIN_TRAINING_DAYS": str(self.days),
+            "BLOFIN_TRAINING_DAYS": str(self.training_days or self.days),
         }
 
 
@@ -126,6 +130,7 @@ WORKLOADS: dict[str, Workload] = {
     "S": Workload("S", "BTC-USDT,ETH-USDT,SOL-USDT", "1m", 14),
     "M": Workload("M", TEN_INSTRUMENTS, "1m", 30),
     "L": Workload("L", TEN_INSTRUMENTS, "5m", 365),
+    "H": Workload("H", TEN_INSTRUMENTS, "1m", 365, training_days=30),
 }
 
 # Benchmark goals (reported PASS/FAIL in the summary; never used as test assertions).
@@ -492,6 +497,7 @@ def child_run(args: argparse.Namespace) -> dict[str, Any]:
         "instruments": workload.instrument_count,
         "bar": workload.bar,
         "days": workload.days,
+        "training_days": workload.training_days or workload.days,
         "run_seconds": round(run_seconds, 3),
         "import_seconds": round(import_seconds, 3),
         "definitions_seconds": round(definitions_seconds, 3),
@@ -645,6 +651,7 @@ def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
         "instruments": first["instruments"],
         "bar": first["bar"],
         "days": first["days"],
+        "training_days": first.get("training_days", first["days"]),
         **{key: median([r[key] for r in records]) for key in pick},
         "asset_seconds": {
             name: median([r["asset_seconds"][name] for r in records])
