@@ -315,16 +315,17 @@ def candle_content(alias: str = "") -> str:
 
 
 FINGERPRINT_COLUMNS = ["inst_id", "candle_count", "first_ts", "last_ts", "content_hash"]
+HASH_EVERY_CANDLE = (
+    "SELECT inst_id, count(*), min(ts), max(ts), "
+    f"bit_xor({candle_content()}) FROM candles GROUP BY inst_id"
+)
 
 
 def record_candle_fingerprints(con: duckdb.DuckDBPyConnection) -> None:
     """Hash every stored candle, per instrument, into candle_fingerprints; call it inside the
     transaction that changed the candles, so the record never describes other candles."""
     con.execute("DELETE FROM candle_fingerprints")
-    con.execute(
-        "INSERT INTO candle_fingerprints SELECT inst_id, count(*), min(ts), max(ts), "
-        f"bit_xor({candle_content()}) FROM candles GROUP BY inst_id"
-    )
+    con.execute(f"INSERT INTO candle_fingerprints {HASH_EVERY_CANDLE}")
 
 
 def candle_fingerprints(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
@@ -347,10 +348,7 @@ def candle_fingerprints(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
         else []
     )
     if [row[:4] for row in recorded] != shape:
-        recorded = con.execute(
-            "SELECT inst_id, count(*), min(ts), max(ts), "
-            f"bit_xor({candle_content()}) FROM candles GROUP BY inst_id ORDER BY inst_id"
-        ).fetchall()
+        recorded = con.execute(f"{HASH_EVERY_CANDLE} ORDER BY inst_id").fetchall()
     frame = pd.DataFrame(recorded, columns=FINGERPRINT_COLUMNS)
     frame["candle_count"] = frame["candle_count"].astype("int64")
     frame["content_hash"] = pd.array([int(h) for h in frame["content_hash"]], dtype="uint64")
