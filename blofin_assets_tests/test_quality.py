@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from blofin_assets import quality
+from blofin_assets import quality, warehouse
 from blofin_assets.ml.dataset import feature_table, target_table
 from blofin_assets.sources.demo import demo_candles
 
@@ -36,6 +36,24 @@ def test_duplicates(market: pd.DataFrame) -> None:
     doubled = pd.concat([market, market.iloc[[10, 20, 30]]])
     outcome = quality.candles_unique(database(candles=doubled))
     assert not outcome.passed and outcome.metadata["duplicates"] == 3
+    assert outcome.metadata["primary_key"] is False
+
+
+def test_the_products_candles_table_cannot_hold_a_duplicate(market: pd.DataFrame) -> None:
+    """The check trusts the table's PRIMARY KEY instead of counting: pin that DuckDB refuses a
+    duplicate bar there, even one inserted by hand."""
+    con = duckdb.connect()
+    warehouse.upsert_candles(con, market, source="demo")
+    outcome = quality.candles_unique(con)
+    assert outcome.passed and outcome.metadata == {
+        "rows": len(market),
+        "duplicates": 0,
+        "primary_key": True,
+    }
+    with pytest.raises(duckdb.ConstraintException, match=r"(?i)duplicate key"):
+        con.execute(
+            "INSERT INTO candles SELECT * FROM candles WHERE ts = (SELECT min(ts) FROM candles)"
+        )
 
 
 @pytest.mark.parametrize(
