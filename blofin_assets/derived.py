@@ -88,6 +88,7 @@ class Refresh:
     content_hash: str
     schema: list[tuple[str, str]]
     window_start: pd.Timestamp
+    candle_fingerprint_source: str  # RECORDED, or why every candle had to be hashed
     # Wall seconds of each phase: "check" (fingerprints, rebuild reason), "read" (candles),
     # "compute" (table.compute), "write" (the transaction, commit included).
     seconds: dict[str, float]
@@ -115,7 +116,7 @@ def refresh_table(
     newest = wh.newest_candle_ts(con)
     window_start = newest - pd.Timedelta(days=training_days)
     read_start = window_start - table.warmup_bars * bar
-    fingerprints = candle_fingerprints(con, table.name)
+    fingerprints, fingerprint_source = candle_fingerprints(con, table.name)
     reason = rebuild_reason(con, table, fingerprints)
     clock.lap("check")
 
@@ -160,6 +161,7 @@ def refresh_table(
         candles_read=len(candles),
         rows_added=len(rows),
         rows_dropped=sum(count for count, _ in dropped.values()),
+        candle_fingerprint_source=fingerprint_source,
         window_start=window_start,
         seconds=clock.laps,
         **summary,
@@ -230,16 +232,19 @@ def combine(stored: RowStats, dropped: RowStats, added: RowStats) -> RowStats:
     return result
 
 
-def candle_fingerprints(con: duckdb.DuckDBPyConnection, table_name: str) -> pd.DataFrame:
+def candle_fingerprints(
+    con: duckdb.DuckDBPyConnection, table_name: str
+) -> tuple[pd.DataFrame, str]:
     """Per instrument: newest candle, count and content hash of all stored candles (to record),
     and whether the candles up to the last build's newest one still match what was recorded
     then (``changed``; ``count_then``/``stored_count`` say by how many rows).
 
     The totals come from ``warehouse.candle_fingerprints`` (kept by every insert); the part up
     to the last build's newest candle is the total less the candles after it, so only the
-    candles that arrived since are hashed here, not the whole history.
+    candles that arrived since are hashed here, not the whole history.  The string says where
+    the totals came from (``warehouse.candle_fingerprints``).
     """
-    current = wh.candle_fingerprints(con)
+    current, source = wh.candle_fingerprints(con)
     stored = {
         inst: (pd.Timestamp(through), int(count), int(content))
         for inst, through, count, content in con.execute(
@@ -281,7 +286,7 @@ def candle_fingerprints(con: duckdb.DuckDBPyConnection, table_name: str) -> pd.D
             "stored_count": pd.array(stored_count, dtype="Int64"),
             "changed": changed,
         }
-    )
+    ), source
 
 
 def rebuild_reason(

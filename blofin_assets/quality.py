@@ -28,12 +28,12 @@ def candles_unique(con: duckdb.DuckDBPyConnection) -> GateOutcome:
         "AND constraint_column_names = ['inst_id', 'ts']",
     )
     if keyed:
-        rows, distinct = scalar(con, "SELECT count(*) FROM candles"), None
+        rows, duplicates = scalar(con, "SELECT count(*) FROM candles"), 0
     else:
         rows, distinct = con.execute(
             "SELECT count(*), count(DISTINCT (inst_id, ts)) FROM candles"
         ).fetchall()[0]
-    duplicates = 0 if distinct is None else int(rows - distinct)
+        duplicates = int(rows - distinct)
     how = "PRIMARY KEY (inst_id, ts) enforced by DuckDB" if keyed else "counted"
     return GateOutcome(
         "no_duplicate_bars",

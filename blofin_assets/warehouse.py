@@ -328,8 +328,12 @@ def record_candle_fingerprints(con: duckdb.DuckDBPyConnection) -> None:
     con.execute(f"INSERT INTO candle_fingerprints {HASH_EVERY_CANDLE}")
 
 
-def candle_fingerprints(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
-    """Per instrument (sorted): candle count, first and last bar, XOR of the candle hashes.
+RECORDED = "recorded by the last candle insert"
+
+
+def candle_fingerprints(con: duckdb.DuckDBPyConnection) -> tuple[pd.DataFrame, str]:
+    """Per instrument (sorted): candle count, first and last bar, XOR of the candle hashes; and
+    where they came from (RECORDED, or why every candle had to be hashed), for the metadata.
 
     From candle_fingerprints when it still describes the table: its counts and first and last
     bars match a scan of (inst_id, ts), which costs a fraction of hashing every candle. A row
@@ -347,19 +351,28 @@ def candle_fingerprints(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
         if table_exists(con, "candle_fingerprints")
         else []
     )
+    source = RECORDED
     if [row[:4] for row in recorded] != shape:
+        in_record, in_table = {row[:4] for row in recorded}, set(shape)
+        disagreeing = sorted({row[0] for row in in_record ^ in_table})
+        source = (
+            f"hashed every candle: candle_fingerprints disagrees with the table for "
+            f"{', '.join(disagreeing)} (candles added or deleted outside upsert_candles, or a "
+            "warehouse from before the record)"
+        )
         recorded = con.execute(f"{HASH_EVERY_CANDLE} ORDER BY inst_id").fetchall()
     frame = pd.DataFrame(recorded, columns=FINGERPRINT_COLUMNS)
     frame["candle_count"] = frame["candle_count"].astype("int64")
     frame["content_hash"] = pd.array([int(h) for h in frame["content_hash"]], dtype="uint64")
     for column in ("first_ts", "last_ts"):
         frame[column] = pd.to_datetime(frame[column], utc=True)
-    return frame
+    return frame, source
 
 
 def candles_fingerprint(con: duckdb.DuckDBPyConnection) -> dict[str, object]:
-    """Row count, time span and an order-independent content hash of all stored candles."""
-    per_instrument = candle_fingerprints(con)
+    """Row count, time span and an order-independent content hash of all stored candles, and
+    where they came from (see candle_fingerprints)."""
+    per_instrument, source = candle_fingerprints(con)
     content = 0
     for value in per_instrument["content_hash"]:
         content ^= int(value)
@@ -370,6 +383,7 @@ def candles_fingerprint(con: duckdb.DuckDBPyConnection) -> dict[str, object]:
         "last_ts": None if empty else per_instrument["last_ts"].max(),
         "instruments": len(per_instrument),
         "content_hash": f"{content:016x}",
+        "source": source,
     }
 
 

@@ -7,6 +7,7 @@ label written before its horizon closed shows up as a difference.
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -202,15 +203,28 @@ def test_a_new_code_version_rebuilds(tmp_path: Path) -> None:
     assert "features-1 -> features-99" in result.reason
 
 
-def test_rows_removed_outside_the_asset_are_noticed(tmp_path: Path) -> None:
+def built(tmp_path: Path, spec=feature_table_spec) -> tuple[Path, DerivedTable]:
+    """A warehouse holding the market up to T0 and ``spec``'s table built on it."""
     path = tmp_path / "blofin.duckdb"
     store(path, market(T0))
-    table = feature_table_spec(settings())
+    table = spec(settings())
     refresh(path, table)
+    return path, table
+
+
+def by_hand(path: Path, sql: str, params: list[object] | None = None) -> None:
+    """A statement run on the warehouse outside the product, as a user at a SQL prompt."""
     with wh.connect(path) as con:
-        con.execute(
-            "DELETE FROM features WHERE ts > ?", [(T0 - pd.Timedelta(hours=2)).to_pydatetime()]
-        )
+        con.execute(sql, params or [])
+
+
+def hours_before_t0(hours: int) -> datetime:
+    return (T0 - pd.Timedelta(hours=hours)).to_pydatetime()
+
+
+def test_rows_removed_outside_the_asset_are_noticed(tmp_path: Path) -> None:
+    path, table = built(tmp_path)
+    by_hand(path, "DELETE FROM features WHERE ts > ?", [hours_before_t0(2)])
     result = refresh(path, table)
     assert result.mode == "rebuild" and "edited outside" in result.reason
     assert_same_rows(read(path, "features"), rebuilt(tmp_path, market(T0), table))
@@ -241,6 +255,7 @@ def test_every_insert_records_what_a_full_scan_of_the_candles_gives(tmp_path: Pa
         everything[0],
         f"{everything[1]:016x}",
     )
+    assert fingerprint["source"] == wh.RECORDED
 
 
 def test_the_hourly_check_trusts_the_inserts_record_instead_of_hashing_history(
@@ -248,37 +263,34 @@ def test_the_hourly_check_trusts_the_inserts_record_instead_of_hashing_history(
 ) -> None:
     """Proof that the old candles are not re-hashed: a record whose hash (alone) is wrong is
     believed, and reported as a change, because its counts and bars still match the table."""
-    path = tmp_path / "blofin.duckdb"
-    store(path, market(T0))
-    table = feature_table_spec(settings())
-    refresh(path, table)
+    path, table = built(tmp_path)
     store(path, market(T0 + pd.Timedelta(minutes=60)))
-    with wh.connect(path) as con:
-        con.execute(
-            "UPDATE candle_fingerprints SET content_hash = xor(content_hash, 1) "
-            "WHERE inst_id = 'SOL-USDT'"
-        )
+    by_hand(
+        path,
+        "UPDATE candle_fingerprints SET content_hash = xor(content_hash, 1) "
+        "WHERE inst_id = 'SOL-USDT'",
+    )
     result = refresh(path, table)
-    assert result.mode == "rebuild"
+    assert result.mode == "rebuild" and result.candle_fingerprint_source == wh.RECORDED
     assert "SOL-USDT (+0 rows)" in result.reason and "BTC-USDT" not in result.reason
 
 
 def test_a_candle_deleted_outside_the_product_is_noticed_without_the_record(
     tmp_path: Path,
 ) -> None:
-    path = tmp_path / "blofin.duckdb"
-    store(path, market(T0))
-    table = target_table_spec(settings())
-    refresh(path, table)
+    path, table = built(tmp_path, target_table_spec)
+    by_hand(
+        path, "DELETE FROM candles WHERE inst_id = 'ETH-USDT' AND ts = ?", [hours_before_t0(30)]
+    )
     with wh.connect(path) as con:
-        con.execute(
-            "DELETE FROM candles WHERE inst_id = 'ETH-USDT' AND ts = ?",
-            [(T0 - pd.Timedelta(hours=30)).to_pydatetime()],
-        )
         # The record now overstates ETH by one candle: the shape scan sees it, so the
-        # fingerprint comes from hashing the table itself.
-        assert wh.candles_fingerprint(con)["rows"] == len(market(T0)) - 1
+        # fingerprint comes from hashing the table itself, and says so.
+        fingerprint = wh.candles_fingerprint(con)
+    assert fingerprint["rows"] == len(market(T0)) - 1
+    assert fingerprint["source"].startswith("hashed every candle")
+    assert "disagrees with the table for ETH-USDT (" in fingerprint["source"]
     result = refresh(path, table)
+    assert result.candle_fingerprint_source == fingerprint["source"]
     assert result.mode == "rebuild" and "ETH-USDT (-1 rows)" in result.reason
     candles = market(T0)
     kept = ~((candles["inst_id"] == "ETH-USDT") & (candles["ts"] == T0 - pd.Timedelta(hours=30)))
@@ -288,15 +300,12 @@ def test_a_candle_deleted_outside_the_product_is_noticed_without_the_record(
 def test_a_price_edited_in_place_is_seen_once_the_next_insert_records_it(
     tmp_path: Path,
 ) -> None:
-    path = tmp_path / "blofin.duckdb"
-    store(path, market(T0))
-    table = feature_table_spec(settings())
-    refresh(path, table)
-    with wh.connect(path) as con:
-        con.execute(
-            "UPDATE candles SET close = close * 1.001 WHERE inst_id = 'BTC-USDT' AND ts = ?",
-            [(T0 - pd.Timedelta(hours=5)).to_pydatetime()],
-        )
+    path, table = built(tmp_path)
+    by_hand(
+        path,
+        "UPDATE candles SET close = close * 1.001 WHERE inst_id = 'BTC-USDT' AND ts = ?",
+        [hours_before_t0(5)],
+    )
     store(path, market(T0 + pd.Timedelta(minutes=60)))
     result = refresh(path, table)
     assert result.mode == "rebuild" and "BTC-USDT (+0 rows)" in result.reason

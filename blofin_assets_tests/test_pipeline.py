@@ -13,6 +13,7 @@ from dagster import AssetKey, DefaultScheduleStatus, Definitions, FloatMetadataV
 
 from blofin_assets.ml.specs import MODEL_SPECS
 from blofin_assets.ml.store import sha256_file
+from blofin_assets.warehouse import RECORDED
 from blofin_assets_tests.conftest import Project
 
 MODEL_NAMES = [spec.name for spec in MODEL_SPECS]
@@ -40,6 +41,9 @@ def test_materialize_all_builds_every_table_and_model(project: Project, instance
     for asset in ["candles", "features", "targets", *MODEL_NAMES, "model_predictions"]:
         assert materialization(result, asset)["synthetic"].value is True, asset
         assert materialization(result, asset)["data_label"].value == "SYNTHETIC demo market"
+    # Candle fingerprints come from the insert's record, not from re-hashing every candle.
+    for asset in ["candles", "features", "targets"]:
+        assert materialization(result, asset)["candle_fingerprints"].value == RECORDED, asset
     assert {row[0] for row in project.query("SELECT data_sources FROM ml_model_results")} == {
         "demo"
     }

@@ -38,6 +38,7 @@ def candles(
             "first_ts": str(fingerprint["first_ts"]),
             "last_ts": str(fingerprint["last_ts"]),
             "validation": MetadataValue.json(report.validation),
+            "candle_fingerprints": fingerprint["source"],
             "duckdb_path": MetadataValue.path(warehouse.path),
         },
         # Content-derived: identical re-ingestion keeps every downstream asset in sync.

@@ -27,6 +27,7 @@ def derived_table_metadata(refresh: Refresh, table: str, db_path: str) -> dict[s
         "rows_added": MetadataValue.int(refresh.rows_added),
         "rows_dropped": MetadataValue.int(refresh.rows_dropped),
         "candles_read": MetadataValue.int(refresh.candles_read),
+        "candle_fingerprints": refresh.candle_fingerprint_source,
         **{
             f"{phase}_seconds": MetadataValue.float(seconds)
             for phase, seconds in refresh.seconds.items()
