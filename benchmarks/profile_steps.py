@@ -52,27 +52,27 @@ def timed(name: str, **extra: Any) -> Iterator[dict[str, Any]]:
 def profile(args: argparse.Namespace) -> None:
     from sklearn.base import clone
 
-    from blofin_assets import warehouse as wh
-    from blofin_assets.assets.features import feature_table_spec
-    from blofin_assets.assets.targets import target_table_spec
-    from blofin_assets.derived import refresh_table
+    from blofin_assets.storage import candles, connection, training_rows
+    from blofin_assets.defs.assets.features import feature_table_spec
+    from blofin_assets.defs.assets.targets import target_table_spec
+    from blofin_assets.storage.derived import refresh_table
     from blofin_assets.ml import training
     from blofin_assets.ml.dataset import feature_table, read_start, target_table, window_start
     from blofin_assets.ml.specs import MODEL_SPECS
     from blofin_assets.ml.splits import purged_split
     from blofin_assets.ml.store import ModelStore
-    from blofin_assets.resources import BlofinSettings
-    from blofin_assets.sources import bar_duration
+    from blofin_assets.defs.resources import BlofinSettings
+    from blofin_assets.market.bars import bar_duration
 
     work = Path(tempfile.mkdtemp(prefix="blofin-profile-"))
     db = work / "blofin.duckdb"
     shutil.copy(args.db, db)
     bar = bar_duration(args.bar)
 
-    with wh.connect(db, read_only=True) as con:
-        newest = wh.newest_candle_ts(con)
+    with connection.connect(db, read_only=True) as con:
+        newest = candles.newest_candle_ts(con)
         with timed("read_candles") as record:
-            candles = wh.read_candles(con, start=read_start(newest, args.training_days, bar))
+            candles = candles.read_candles(con, start=read_start(newest, args.training_days, bar))
             record["rows"] = len(candles)
     start = window_start(newest, args.training_days)
     with timed("compute_features", rows=len(candles)):
@@ -83,13 +83,13 @@ def profile(args: argparse.Namespace) -> None:
     for spec in (feature_table_spec(settings), target_table_spec(settings)):
         # The whole step body: read, compute, write, content hash (a rebuild: the copy's
         # table is dropped first, as on a first build).
-        with wh.connect(db) as con:
+        with connection.connect(db) as con:
             con.execute(f"DROP TABLE IF EXISTS {spec.name}")
             with timed(f"refresh_{spec.name}_rebuild") as record:
                 refresh = refresh_table(con, spec, training_days=args.training_days, bar=bar)
                 record["rows"] = refresh.rows
-    with wh.connect(db, read_only=True) as con, timed("read_training_frame_all_columns") as record:
-        record["rows"] = len(wh.read_training_frame(con))
+    with connection.connect(db, read_only=True) as con, timed("read_training_frame_all_columns") as record:
+        record["rows"] = len(training_rows.read_training_frame(con))
 
     store = ModelStore(work / "models")
     wanted = set(args.models.split(",")) if args.models else None
@@ -103,8 +103,8 @@ def profile(args: argparse.Namespace) -> None:
             if wanted and spec.name not in wanted:
                 continue
             # What the model step reads: its own columns of the join.
-            with wh.connect(db, read_only=True) as con, timed("read_training_frame") as record:
-                frame = wh.read_training_frame(con, training.training_columns(spec))
+            with connection.connect(db, read_only=True) as con, timed("read_training_frame") as record:
+                frame = training_rows.read_training_frame(con, training.training_columns(spec))
                 record["model"], record["rows"] = spec.name, len(frame)
             with timed("sort_and_split", model=spec.name):
                 ordered = frame.sort_values(["ts", "inst_id"], kind="stable").reset_index(drop=True)

@@ -584,8 +584,8 @@ def export_candles(workload: Workload, path: Path) -> None:
     """Write the workload's demo candles (the exact window the run ingests) to CSV/Parquet."""
     import pandas as pd
 
-    from blofin_assets.sources import bar_duration
-    from blofin_assets.sources.demo import demo_candles, latest_closed_bar_open
+    from blofin_assets.market.bars import bar_duration
+    from blofin_assets.market.sources.demo import demo_candles, latest_closed_bar_open
 
     now = pd.Timestamp(FROZEN_NOW)
     bar = bar_duration(workload.bar)

@@ -36,7 +36,7 @@ class Project:
 
     def defs(self) -> Definitions:
         """The real definitions, built from the environment like `dagster dev` builds them."""
-        from blofin_assets.definitions import build_definitions
+        from blofin_assets.defs import build_definitions
 
         return build_definitions()
 

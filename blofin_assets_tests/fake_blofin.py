@@ -21,7 +21,8 @@ from urllib.parse import parse_qsl, urlsplit
 import numpy as np
 import pandas as pd
 
-from blofin_assets.sources import CANDLE_COLUMNS, bar_duration
+from blofin_assets.market.bars import bar_duration
+from blofin_assets.market.contract import CANDLE_COLUMNS
 
 CANDLES_PATH = "/api/v1/market/candles"
 DEFAULT_LIMIT = 100

@@ -9,14 +9,14 @@ import pandas as pd
 import pytest
 import requests
 
-from blofin_assets.sources import CANDLE_COLUMNS
-from blofin_assets.sources.blofin import (
+from blofin_assets.market.contract import CANDLE_COLUMNS
+from blofin_assets.market.sources.blofin import (
     RAW_COLUMNS,
     BlofinAPIError,
     BlofinClient,
     FetchReport,
 )
-from blofin_assets.sources.validation import validate_candles
+from blofin_assets.market.validation import validate_candles
 from blofin_assets_tests.fake_blofin import CANDLES_PATH, FakeBlofin, Fault, random_walk_candles
 
 END = pd.Timestamp("2024-03-15T12:00:00Z")  # last closed 1m bar opens at 11:59, closes here

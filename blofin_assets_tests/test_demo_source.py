@@ -15,8 +15,9 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from blofin_assets.sources import BAR_DURATIONS, CANDLE_COLUMNS
-from blofin_assets.sources.demo import DEMO_EPOCH, demo_candles, latest_closed_bar_open
+from blofin_assets.market.bars import BAR_DURATIONS
+from blofin_assets.market.contract import CANDLE_COLUMNS
+from blofin_assets.market.sources.demo import DEMO_EPOCH, demo_candles, latest_closed_bar_open
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MAJORS = ["BTC-USDT", "ETH-USDT", "SOL-USDT"]
@@ -52,7 +53,7 @@ def acf(values: np.ndarray, lag: int) -> float:
 DIGEST_SCRIPT = """
 import hashlib
 import pandas as pd
-from blofin_assets.sources.demo import demo_candles
+from blofin_assets.market.sources.demo import demo_candles
 frame = demo_candles(["BTC-USDT", "FOO-BAR-SWAP"], "1m",
                      pd.Timestamp("2024-07-01T22:00:00Z"), pd.Timestamp("2024-07-02T02:00:00Z"))
 digest = hashlib.sha256("|".join(frame["inst_id"]).encode())

@@ -14,16 +14,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from blofin_assets import warehouse as wh
-from blofin_assets.assets.features import feature_table_spec
-from blofin_assets.assets.targets import target_table_spec
-from blofin_assets.derived import DerivedTable, Refresh, refresh_table
+from blofin_assets.storage import candles, connection, fingerprints, sql, training_rows
+from blofin_assets.defs.assets.features import feature_table_spec
+from blofin_assets.defs.assets.targets import target_table_spec
+from blofin_assets.storage.derived import DerivedTable, Refresh, refresh_table
 from blofin_assets.ml.features import FEATURE_WARMUP_BARS, compute_features
 from blofin_assets.ml.specs import MODEL_SPECS
 from blofin_assets.ml.targets import compute_targets
 from blofin_assets.ml.training import training_columns
-from blofin_assets.resources import BlofinSettings
-from blofin_assets.sources.demo import demo_candles
+from blofin_assets.defs.resources import BlofinSettings
+from blofin_assets.market.sources.demo import demo_candles
 
 INSTRUMENTS = ["BTC-USDT", "ETH-USDT", "SOL-USDT"]
 T0 = pd.Timestamp("2026-11-10 00:00", tz="UTC")
@@ -41,18 +41,18 @@ def market(end: pd.Timestamp, instruments: list[str] = INSTRUMENTS) -> pd.DataFr
 
 
 def store(path: Path, candles: pd.DataFrame) -> None:
-    with wh.connect(path) as con:
-        wh.upsert_candles(con, candles, source="demo")
+    with connection.connect(path) as con:
+        candles.insert_new_candles(con, candles, source="demo")
 
 
 def refresh(path: Path, table: DerivedTable) -> Refresh:
-    with wh.connect(path) as con:
+    with connection.connect(path) as con:
         return refresh_table(con, table, training_days=DAYS, bar=BAR)
 
 
 def read(path: Path, name: str) -> pd.DataFrame:
-    with wh.connect(path, read_only=True) as con:
-        return wh.query_frame(con, f"SELECT * FROM {name} ORDER BY inst_id, ts")
+    with connection.connect(path, read_only=True) as con:
+        return connection.query_frame(con, f"SELECT * FROM {name} ORDER BY inst_id, ts")
 
 
 def rebuilt(tmp_path: Path, candles: pd.DataFrame, table: DerivedTable) -> pd.DataFrame:
@@ -65,7 +65,7 @@ def rebuilt(tmp_path: Path, candles: pd.DataFrame, table: DerivedTable) -> pd.Da
 
 
 def stored_content_hash(path: Path, name: str) -> str:
-    with wh.connect(path, read_only=True) as con:
+    with connection.connect(path, read_only=True) as con:
         columns = [row[0] for row in con.execute(f"DESCRIBE {name}").fetchall()]
         quoted = ", ".join(f'"{c}"' for c in columns)
         value = con.execute(f"SELECT bit_xor(hash({quoted})) FROM {name}").fetchall()[0][0]
@@ -187,7 +187,7 @@ def test_changed_settings_rebuild(tmp_path: Path, changed, reason: str) -> None:
     store(path, market(T0))
     refresh(path, target_table_spec(settings()))
     table = changed()
-    with wh.connect(path) as con:
+    with connection.connect(path) as con:
         result = refresh_table(con, table, training_days=table.settings["training_days"], bar=BAR)
     assert result.mode == "rebuild" and reason in result.reason
 
@@ -214,7 +214,7 @@ def built(tmp_path: Path, spec=feature_table_spec) -> tuple[Path, DerivedTable]:
 
 def by_hand(path: Path, sql: str, params: list[object] | None = None) -> None:
     """A statement run on the warehouse outside the product, as a user at a SQL prompt."""
-    with wh.connect(path) as con:
+    with connection.connect(path) as con:
         con.execute(sql, params or [])
 
 
@@ -232,10 +232,10 @@ def test_rows_removed_outside_the_asset_are_noticed(tmp_path: Path) -> None:
 
 def full_candle_scan(path: Path) -> list[tuple]:
     """Per instrument count, first/last bar and hash, computed from every stored candle."""
-    with wh.connect(path, read_only=True) as con:
+    with connection.connect(path, read_only=True) as con:
         return con.execute(
             "SELECT inst_id, count(*), min(ts), max(ts), "
-            f"bit_xor({wh.candle_content()}) FROM candles GROUP BY inst_id ORDER BY inst_id"
+            f"bit_xor({fingerprints.candle_content()}) FROM candles GROUP BY inst_id ORDER BY inst_id"
         ).fetchall()
 
 
@@ -244,18 +244,18 @@ def test_every_insert_records_what_a_full_scan_of_the_candles_gives(tmp_path: Pa
     store(path, market(T0))
     # The next fetch overlaps the stored bars (ON CONFLICT DO NOTHING) and adds new ones.
     store(path, market(T0 + pd.Timedelta(minutes=90)).loc[lambda f: f["ts"] > T0 - BAR * 30])
-    with wh.connect(path) as con:
+    with connection.connect(path) as con:
         recorded = con.execute("SELECT * FROM candle_fingerprints ORDER BY inst_id").fetchall()
-        fingerprint = wh.candles_fingerprint(con)
+        fingerprint = fingerprints.whole_table_fingerprint(con)
         everything = con.execute(
-            f"SELECT count(*), bit_xor({wh.candle_content()}) FROM candles"
+            f"SELECT count(*), bit_xor({fingerprints.candle_content()}) FROM candles"
         ).fetchall()[0]
     assert recorded == full_candle_scan(path)
     assert (fingerprint["rows"], fingerprint["content_hash"]) == (
         everything[0],
         f"{everything[1]:016x}",
     )
-    assert fingerprint["source"] == wh.RECORDED
+    assert fingerprint["source"] == fingerprints.RECORDED
 
 
 def test_the_hourly_check_trusts_the_inserts_record_instead_of_hashing_history(
@@ -271,7 +271,7 @@ def test_the_hourly_check_trusts_the_inserts_record_instead_of_hashing_history(
         "WHERE inst_id = 'SOL-USDT'",
     )
     result = refresh(path, table)
-    assert result.mode == "rebuild" and result.candle_fingerprint_source == wh.RECORDED
+    assert result.mode == "rebuild" and result.candle_fingerprint_source == fingerprints.RECORDED
     assert "SOL-USDT (+0 rows)" in result.reason and "BTC-USDT" not in result.reason
 
 
@@ -282,10 +282,10 @@ def test_a_candle_deleted_outside_the_product_is_noticed_without_the_record(
     by_hand(
         path, "DELETE FROM candles WHERE inst_id = 'ETH-USDT' AND ts = ?", [hours_before_t0(30)]
     )
-    with wh.connect(path) as con:
+    with connection.connect(path) as con:
         # The record now overstates ETH by one candle: the shape scan sees it, so the
         # fingerprint comes from hashing the table itself, and says so.
-        fingerprint = wh.candles_fingerprint(con)
+        fingerprint = fingerprints.whole_table_fingerprint(con)
     assert fingerprint["rows"] == len(market(T0)) - 1
     assert fingerprint["source"].startswith("hashed every candle")
     assert "disagrees with the table for ETH-USDT (" in fingerprint["source"]
@@ -331,7 +331,7 @@ def test_a_failing_computation_leaves_table_and_state_untouched(tmp_path: Path) 
     table = feature_table_spec(settings())
     refresh(path, table)
     before = read(path, "features")
-    with wh.connect(path, read_only=True) as con:
+    with connection.connect(path, read_only=True) as con:
         state_before = con.execute("SELECT * FROM derived_table_state ORDER BY ALL").fetchall()
 
     def broken(window: pd.DataFrame, start: pd.Timestamp) -> pd.DataFrame:
@@ -341,7 +341,7 @@ def test_a_failing_computation_leaves_table_and_state_untouched(tmp_path: Path) 
     with pytest.raises(RuntimeError, match="exploded"):
         refresh(path, DerivedTable(**{**table.__dict__, "compute": broken}))
     pd.testing.assert_frame_equal(read(path, "features"), before)
-    with wh.connect(path, read_only=True) as con:
+    with connection.connect(path, read_only=True) as con:
         assert (
             con.execute("SELECT * FROM derived_table_state ORDER BY ALL").fetchall() == state_before
         )
@@ -353,8 +353,8 @@ def test_too_few_candles_for_the_warm_up_is_a_clear_error(tmp_path: Path) -> Non
     store(path, short)
     with pytest.raises(ValueError, match=r"no features rows: the 100 candles .* 1440-bar warm-up"):
         refresh(path, feature_table_spec(settings()))
-    with wh.connect(path, read_only=True) as con:
-        assert not wh.table_exists(con, "features")
+    with connection.connect(path, read_only=True) as con:
+        assert not sql.table_exists(con, "features")
 
 
 def test_computing_from_a_start_equals_computing_everything_then_filtering() -> None:
@@ -379,16 +379,16 @@ def test_a_models_training_read_is_the_full_join_narrowed_to_its_columns(tmp_pat
     store(path, market(T0 + pd.Timedelta(hours=6)))
     for table in (feature_table_spec(settings()), target_table_spec(settings())):
         refresh(path, table)
-    with wh.connect(path, read_only=True) as con:
-        full = wh.read_training_frame(con)
+    with connection.connect(path, read_only=True) as con:
+        full = training_rows.read_training_frame(con)
         for spec in MODEL_SPECS:
             columns = training_columns(spec)
-            narrow = wh.read_training_frame(con, columns)
+            narrow = training_rows.read_training_frame(con, columns)
             assert list(narrow.columns) == columns
             pd.testing.assert_frame_equal(narrow, full[columns])
         assert full["ts"].is_monotonic_increasing and len(full) > 1000
         with pytest.raises(ValueError, match=r"lack 1 column\(s\).*\['target_sharpe'\]"):
-            wh.read_training_frame(con, ["inst_id", "ts", "close", "target_sharpe"])
+            training_rows.read_training_frame(con, ["inst_id", "ts", "close", "target_sharpe"])
 
 
 def test_schema_checks_see_only_this_files_tables_not_an_attached_databases(
@@ -400,11 +400,11 @@ def test_schema_checks_see_only_this_files_tables_not_an_attached_databases(
     store(path, market(T0))
     table = feature_table_spec(settings())
     refresh(path, table)
-    with wh.connect(path) as con:
+    with connection.connect(path) as con:
         con.execute(f"ATTACH '{tmp_path / 'other.duckdb'}' AS other")
         con.execute("CREATE TABLE other.main.features (x INTEGER)")
         con.execute("CREATE TABLE other.main.only_there (y INTEGER)")
-        assert wh.table_columns(con, "features") == table.columns
-        assert wh.table_columns(con, "only_there") == []
-        assert not wh.table_exists(con, "only_there") and wh.table_exists(con, "candles")
+        assert sql.table_columns(con, "features") == table.columns
+        assert sql.table_columns(con, "only_there") == []
+        assert not sql.table_exists(con, "only_there") and sql.table_exists(con, "candles")
         assert refresh_table(con, table, training_days=DAYS, bar=BAR).mode == "append"

@@ -37,7 +37,7 @@ MULTIPROCESS_CONFIG = {
 def hourly_training() -> JobDefinition:
     """The product's job, unchanged; rebuilt in every step process from the BLOFIN_*
     environment the test sets (child processes inherit it)."""
-    from blofin_assets.definitions import build_definitions
+    from blofin_assets.defs import build_definitions
 
     return build_definitions().resolve_job_def("hourly_training")
 

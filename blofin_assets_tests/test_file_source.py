@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from blofin_assets.sources import CANDLE_COLUMNS
-from blofin_assets.sources.files import read_candles_file
-from blofin_assets.sources.validation import CandleValidationError, validate_candles
+from blofin_assets.market.contract import CANDLE_COLUMNS
+from blofin_assets.market.sources.files import read_candles_file
+from blofin_assets.market.validation import CandleValidationError, validate_candles
 from blofin_assets_tests.fake_blofin import random_walk_candles
 
 END = pd.Timestamp("2024-05-01T00:00:00Z")

@@ -10,7 +10,7 @@ from blofin_assets.ml.dataset import feature_table, target_table, training_frame
 from blofin_assets.ml.gates import leakage_gate, regression_gate, skill_gate
 from blofin_assets.ml.specs import SPECS_BY_NAME
 from blofin_assets.ml.training import TrainedModel, train_model
-from blofin_assets.sources.demo import demo_candles
+from blofin_assets.market.sources.demo import demo_candles
 from blofin_assets_tests.markets import iid_market, periodic_market
 
 END = pd.Timestamp("2026-11-20T12:00", tz="UTC")

@@ -12,7 +12,7 @@ from dagster._core.test_utils import in_process_test_workspace
 from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
 from dagster_graphql.test.utils import execute_dagster_graphql
 
-from blofin_assets.definitions import build_definitions
+from blofin_assets.defs import build_definitions
 from blofin_assets.ml.specs import MODEL_SPECS
 from blofin_assets_tests.conftest import Project
 

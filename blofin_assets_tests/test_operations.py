@@ -19,7 +19,7 @@ from dagster import AssetCheckKey, AssetKey, AssetSelection
 from blofin_assets.ml.specs import MODEL_SPECS
 from blofin_assets.ml.store import ModelStore
 from blofin_assets.serving import ModelIntegrityError, load_model
-from blofin_assets.warehouse import DuckDBLockedError, connect
+from blofin_assets.storage.connection import DuckDBLockedError, connect
 from blofin_assets_tests.conftest import Project
 
 MODEL_NAMES = [spec.name for spec in MODEL_SPECS]

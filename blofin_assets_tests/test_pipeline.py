@@ -13,7 +13,7 @@ from dagster import AssetKey, DefaultScheduleStatus, Definitions, FloatMetadataV
 
 from blofin_assets.ml.specs import MODEL_SPECS
 from blofin_assets.ml.store import sha256_file
-from blofin_assets.warehouse import RECORDED
+from blofin_assets.storage.fingerprints import RECORDED
 from blofin_assets_tests.conftest import Project
 
 MODEL_NAMES = [spec.name for spec in MODEL_SPECS]

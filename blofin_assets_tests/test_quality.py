@@ -7,9 +7,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from blofin_assets import quality, warehouse
+from blofin_assets.quality.candles import candles_fresh, candles_gaps, candles_ohlc_valid, candles_unique
+from blofin_assets.quality.tables import features_targets_aligned, finite_columns, labels_not_features
+from blofin_assets.storage import candles
 from blofin_assets.ml.dataset import feature_table, target_table
-from blofin_assets.sources.demo import demo_candles
+from blofin_assets.market.sources.demo import demo_candles
 
 END = pd.Timestamp("2026-11-20T12:00", tz="UTC")
 BAR = pd.Timedelta(minutes=1)
@@ -32,9 +34,9 @@ def database(**tables: pd.DataFrame) -> duckdb.DuckDBPyConnection:
 
 
 def test_duplicates(market: pd.DataFrame) -> None:
-    assert quality.candles_unique(database(candles=market)).passed
+    assert candles_unique(database(candles=market)).passed
     doubled = pd.concat([market, market.iloc[[10, 20, 30]]])
-    outcome = quality.candles_unique(database(candles=doubled))
+    outcome = candles_unique(database(candles=doubled))
     assert not outcome.passed and outcome.metadata["duplicates"] == 3
     assert outcome.metadata["primary_key"] is False
 
@@ -43,8 +45,8 @@ def test_the_products_candles_table_cannot_hold_a_duplicate(market: pd.DataFrame
     """The check trusts the table's PRIMARY KEY instead of counting: pin that DuckDB refuses a
     duplicate bar there, even one inserted by hand."""
     con = duckdb.connect()
-    warehouse.upsert_candles(con, market, source="demo")
-    outcome = quality.candles_unique(con)
+    candles.insert_new_candles(con, market, source="demo")
+    outcome = candles_unique(con)
     assert outcome.passed and outcome.metadata == {
         "rows": len(market),
         "duplicates": 0,
@@ -67,17 +69,17 @@ def test_the_products_candles_table_cannot_hold_a_duplicate(market: pd.DataFrame
     ],
 )
 def test_ohlc_consistency(market: pd.DataFrame, column: str, value: float, kind: str) -> None:
-    assert quality.candles_ohlc_valid(database(candles=market)).passed
+    assert candles_ohlc_valid(database(candles=market)).passed
     broken = market.copy()
     broken.loc[5, column] = value
-    outcome = quality.candles_ohlc_valid(database(candles=broken))
+    outcome = candles_ohlc_valid(database(candles=broken))
     assert not outcome.passed and outcome.metadata[kind] >= 1, outcome.description
 
 
 def test_gaps_are_counted_per_instrument(market: pd.DataFrame) -> None:
-    assert quality.candles_gaps(database(candles=market), BAR).passed
+    assert candles_gaps(database(candles=market), BAR).passed
     holed = market.drop(index=range(100, 160))  # one hour missing from the first instrument
-    outcome = quality.candles_gaps(database(candles=holed), BAR)
+    outcome = candles_gaps(database(candles=holed), BAR)
     assert not outcome.passed and outcome.severity == "WARN"
     assert outcome.metadata["per_instrument"] == {"BTC-USDT": 1, "ETH-USDT": 0}
     assert outcome.metadata["largest_gap_bars"] == 61
@@ -85,43 +87,43 @@ def test_gaps_are_counted_per_instrument(market: pd.DataFrame) -> None:
 
 def test_freshness(market: pd.DataFrame) -> None:
     con = database(candles=market)
-    assert quality.candles_fresh(con, now=END + pd.Timedelta(seconds=30), bar=BAR, live=True).passed
-    late = quality.candles_fresh(con, now=END + pd.Timedelta(minutes=10), bar=BAR, live=True)
+    assert candles_fresh(con, now=END + pd.Timedelta(seconds=30), bar=BAR, live=True).passed
+    late = candles_fresh(con, now=END + pd.Timedelta(minutes=10), bar=BAR, live=True)
     assert not late.passed and late.metadata["lag_bars"]["BTC-USDT"] == pytest.approx(10)
-    historical = quality.candles_fresh(con, now=END + pd.Timedelta(days=90), bar=BAR, live=False)
+    historical = candles_fresh(con, now=END + pd.Timedelta(days=90), bar=BAR, live=False)
     assert historical.passed and "does not apply" in historical.description
 
 
 def test_finite_values(market: pd.DataFrame) -> None:
     features = feature_table(market, market["ts"].min())
     columns = [c for c in features.columns if c not in ("inst_id", "ts", "close")]
-    assert quality.finite_columns(database(features=features), "features", columns).passed
+    assert finite_columns(database(features=features), "features", columns).passed
     features.loc[3, "rsi_14"] = np.nan
     features.loc[4, "ret_5"] = np.inf
-    outcome = quality.finite_columns(database(features=features), "features", columns)
+    outcome = finite_columns(database(features=features), "features", columns)
     assert not outcome.passed
     assert outcome.metadata["bad_by_column"] == {"ret_5": 1, "rsi_14": 1}
 
 
 def test_labels_never_among_features(market: pd.DataFrame) -> None:
     features = feature_table(market, market["ts"].min())
-    assert quality.labels_not_features(database(features=features)).passed
+    assert labels_not_features(database(features=features)).passed
     features["target_direction"] = 1
-    outcome = quality.labels_not_features(database(features=features))
+    outcome = labels_not_features(database(features=features))
     assert not outcome.passed and outcome.metadata["leaked"] == ["target_direction"]
 
 
 def test_features_and_targets_align(market: pd.DataFrame) -> None:
     start = market["ts"].min()
     features, targets = feature_table(market, start), target_table(market, start, 5)
-    assert quality.features_targets_aligned(database(features=features, targets=targets), 5).passed
+    assert features_targets_aligned(database(features=features, targets=targets), 5).passed
     missing_features = features.drop(index=features.index[100:110])
-    outcome = quality.features_targets_aligned(
+    outcome = features_targets_aligned(
         database(features=missing_features, targets=targets), 5
     )
     assert not outcome.passed and outcome.metadata["labels_without_features"] == 10
     missing_labels = targets.drop(index=targets.index[200:203])
-    outcome = quality.features_targets_aligned(
+    outcome = features_targets_aligned(
         database(features=features, targets=missing_labels), 5
     )
     assert not outcome.passed and outcome.metadata["unlabelled_inside"] == 3

@@ -22,7 +22,7 @@ from dagster import (
 )
 from threadpoolctl import threadpool_limits
 
-from blofin_assets.ingest import OVERLAP_BARS
+from blofin_assets.market.ingest import OVERLAP_BARS
 from blofin_assets.ml.specs import MODEL_SPECS
 from blofin_assets_tests.conftest import FROZEN_NOW, Project
 from blofin_assets_tests.fake_blofin import (

@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from blofin_assets.sources import CANDLE_COLUMNS
-from blofin_assets.sources.validation import (
+from blofin_assets.market.contract import CANDLE_COLUMNS
+from blofin_assets.market.validation import (
     REASONS,
     REJECTED_COLUMNS,
     CandleValidationError,

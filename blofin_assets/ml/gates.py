@@ -8,31 +8,17 @@ from __future__ import annotations
 
 import statistics
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 from blofin_assets.ml.training import TrainedModel
+from blofin_assets.ml.verdict import Verdict
 
-Severity = Literal["WARN", "ERROR"]
 REGRESSION_HISTORY = 5
 # Both train and test above this on the same metric: the label is visible in the features.
 PERFECT_SCORE = 0.99
 
 
-@dataclass(frozen=True)
-class GateOutcome:
-    check_name: str
-    passed: bool
-    severity: Severity
-    description: str
-    metadata: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def blocks_serving(self) -> bool:
-        return not self.passed and self.severity == "ERROR"
-
-
-def leakage_gate(model: TrainedModel) -> GateOutcome:
+def leakage_gate(model: TrainedModel) -> Verdict:
     """A score too good for this target is a bug until proven otherwise."""
     spec = model.spec
     test = model.evaluation.metrics
@@ -53,7 +39,7 @@ def leakage_gate(model: TrainedModel) -> GateOutcome:
         "limits": dict(spec.leakage_limits),
     }
     if reasons:
-        return GateOutcome(
+        return Verdict(
             "leakage_alarm",
             False,
             "ERROR",
@@ -61,10 +47,10 @@ def leakage_gate(model: TrainedModel) -> GateOutcome:
             "split or a label among the features): " + "; ".join(reasons),
             metadata,
         )
-    return GateOutcome("leakage_alarm", True, "ERROR", "Scores are in a plausible range.", metadata)
+    return Verdict("leakage_alarm", True, "ERROR", "Scores are in a plausible range.", metadata)
 
 
-def skill_gate(model: TrainedModel) -> GateOutcome:
+def skill_gate(model: TrainedModel) -> Verdict:
     """A model that does not beat its naive baseline is reported, but may still be served."""
     evaluation = model.evaluation
     metadata = {
@@ -76,7 +62,7 @@ def skill_gate(model: TrainedModel) -> GateOutcome:
     }
     beats = evaluation.skill > 0
     verdict = "beats" if beats else "does not beat"
-    return GateOutcome(
+    return Verdict(
         "beats_baseline",
         beats,
         "WARN",
@@ -89,7 +75,7 @@ def skill_gate(model: TrainedModel) -> GateOutcome:
 
 def regression_gate(
     model: TrainedModel, promoted_skills: Sequence[float], *, history: int = REGRESSION_HISTORY
-) -> GateOutcome:
+) -> Verdict:
     """Compare skill over baseline with the median of the last promoted versions.
 
     Skill (not the raw metric) is compared because raw errors move with the market's volatility
@@ -104,7 +90,7 @@ def regression_gate(
         "error_drop": spec.regression_error_drop,
     }
     if not recent:
-        return GateOutcome(
+        return Verdict(
             "metric_regression",
             True,
             "ERROR",
@@ -115,7 +101,7 @@ def regression_gate(
     drop = median - model.evaluation.skill
     metadata.update({"history_median_skill": median, "skill_drop": drop})
     if drop > spec.regression_error_drop:
-        return GateOutcome(
+        return Verdict(
             "metric_regression",
             False,
             "ERROR",
@@ -125,7 +111,7 @@ def regression_gate(
             metadata,
         )
     if drop > spec.regression_warn_drop:
-        return GateOutcome(
+        return Verdict(
             "metric_regression",
             False,
             "WARN",
@@ -133,7 +119,7 @@ def regression_gate(
             f"more than the warning threshold {spec.regression_warn_drop}.",
             metadata,
         )
-    return GateOutcome(
+    return Verdict(
         "metric_regression",
         True,
         "ERROR",

@@ -14,10 +14,11 @@ from typing import Any
 
 import pandas as pd
 
-from blofin_assets.ml.gates import GateOutcome, leakage_gate, regression_gate, skill_gate
+from blofin_assets.ml.gates import leakage_gate, regression_gate, skill_gate
 from blofin_assets.ml.specs import ModelSpec
 from blofin_assets.ml.store import ModelStore
 from blofin_assets.ml.training import TrainedModel, train_model
+from blofin_assets.ml.verdict import Verdict
 
 PROMOTED = "promoted"
 REJECTED = "rejected"
@@ -30,7 +31,7 @@ class PublishedModel:
     version: str
     status: str
     status_reason: str
-    gates: tuple[GateOutcome, ...]
+    gates: tuple[Verdict, ...]
     version_dir: Path
     served_version: str | None
     metadata: dict[str, Any]
@@ -76,7 +77,7 @@ def model_metadata(
     *,
     status: str,
     status_reason: str,
-    gates: Sequence[GateOutcome],
+    gates: Sequence[Verdict],
     trained_at: pd.Timestamp,
     run_id: str,
     horizon: int,

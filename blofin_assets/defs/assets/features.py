@@ -1,0 +1,60 @@
+"""features: trailing-window, scale-free indicators per (inst_id, ts) over the training window."""
+
+from dagster import DataVersion, MaterializeResult, MetadataValue, asset
+
+from blofin_assets.defs.assets.candles import candles
+from blofin_assets.defs.assets.metadata import OWNERS, derived_table_metadata, provenance
+from blofin_assets.defs.resources import BlofinSettings, DuckDBWarehouse
+from blofin_assets.ml.features import (
+    FEATURE_COLUMNS,
+    FEATURE_WARMUP_BARS,
+    OUTPUT_COLUMNS,
+    compute_features,
+)
+from blofin_assets.storage.candles import candle_sources
+from blofin_assets.storage.derived import DerivedTable, refresh_table
+
+CODE_VERSION = "features-1"
+
+
+def feature_table_spec(settings: BlofinSettings) -> DerivedTable:
+    return DerivedTable(
+        name="features",
+        code_version=CODE_VERSION,
+        settings={"training_days": settings.training_days, "bar": settings.bar},
+        columns=OUTPUT_COLUMNS,
+        warmup_bars=FEATURE_WARMUP_BARS,
+        compute=lambda window, start: compute_features(window, start=start),
+    )
+
+
+@asset(
+    deps=[candles],
+    group_name="ml_data",
+    description="Trailing-window indicators (TA-Lib and vectorised numpy), past and present "
+    "only, keyed by (inst_id, ts), table main.features. Warm-up rows are dropped, never filled. "
+    "Hourly runs append the new bars' rows and drop those that left the window; the table is "
+    "rebuilt when code, settings or past candles change (write_mode/write_reason say which).",
+    kinds={"duckdb", "pandas"},
+    owners=OWNERS,
+    code_version=CODE_VERSION,
+    pool="duckdb_writer",
+)
+def features(settings: BlofinSettings, warehouse: DuckDBWarehouse) -> MaterializeResult:
+    with warehouse.connect() as con:
+        refresh = refresh_table(
+            con,
+            feature_table_spec(settings),
+            training_days=settings.training_days,
+            bar=settings.bar_delta(),
+        )
+        sources = candle_sources(con)
+    return MaterializeResult(
+        metadata={
+            **derived_table_metadata(refresh, "features", warehouse.path),
+            **provenance(sources),
+            "feature_count": MetadataValue.int(len(FEATURE_COLUMNS)),
+            "feature_columns": MetadataValue.json(FEATURE_COLUMNS),
+        },
+        data_version=DataVersion(refresh.data_version),
+    )

@@ -1,0 +1,63 @@
+"""targets: the five labels, built from candles t+1..t+H only."""
+
+from dagster import DataVersion, MaterializeResult, MetadataValue, asset
+
+from blofin_assets.defs.assets.candles import candles
+from blofin_assets.defs.assets.metadata import OWNERS, derived_table_metadata, provenance
+from blofin_assets.defs.resources import BlofinSettings, DuckDBWarehouse
+from blofin_assets.ml.targets import OUTPUT_COLUMNS, RISK_REFERENCE_BARS, compute_targets
+from blofin_assets.storage.candles import candle_sources
+from blofin_assets.storage.derived import DerivedTable, refresh_table
+from blofin_assets.storage.training_rows import label_balance
+
+CODE_VERSION = "targets-1"
+
+
+def target_table_spec(settings: BlofinSettings) -> DerivedTable:
+    horizon = settings.horizon
+    return DerivedTable(
+        name="targets",
+        code_version=CODE_VERSION,
+        settings={
+            "training_days": settings.training_days,
+            "bar": settings.bar,
+            "horizon": horizon,
+        },
+        columns=OUTPUT_COLUMNS,
+        warmup_bars=RISK_REFERENCE_BARS,
+        compute=lambda window, start: compute_targets(window, horizon=horizon, start=start),
+    )
+
+
+@asset(
+    deps=[candles],
+    group_name="ml_data",
+    description="Labels per (inst_id, ts) from candles t+1..t+H (H = BLOFIN_HORIZON, default 5) "
+    "plus the persistence baselines known at t, table main.targets. The last H rows of each "
+    "instrument have no label and are dropped, never filled; hourly runs append the rows whose "
+    "label became known.",
+    kinds={"duckdb", "pandas"},
+    owners=OWNERS,
+    code_version=CODE_VERSION,
+    pool="duckdb_writer",
+)
+def targets(settings: BlofinSettings, warehouse: DuckDBWarehouse) -> MaterializeResult:
+    with warehouse.connect() as con:
+        refresh = refresh_table(
+            con,
+            target_table_spec(settings),
+            training_days=settings.training_days,
+            bar=settings.bar_delta(),
+        )
+        sources = candle_sources(con)
+        balance = label_balance(con)
+    return MaterializeResult(
+        metadata={
+            **derived_table_metadata(refresh, "targets", warehouse.path),
+            **provenance(sources),
+            "horizon_bars": MetadataValue.int(settings.horizon),
+            "direction_up_share": MetadataValue.float(balance["direction_up_share"]),
+            "momentum_class_shares": MetadataValue.json(balance["momentum_class_shares"]),
+        },
+        data_version=DataVersion(refresh.data_version),
+    )

@@ -1,0 +1,133 @@
+"""Asset checks on the data tables and on the served model files.
+
+The model gates (leakage, regression, skill) are declared on the model assets themselves,
+because their verdict decides serving inside the same step; see assets/models.py.
+"""
+
+from dagster import (
+    AssetCheckExecutionContext,
+    AssetCheckResult,
+    AssetChecksDefinition,
+    AssetCheckSeverity,
+    asset_check,
+)
+
+from blofin_assets.defs.assets.candles import candles
+from blofin_assets.defs.assets.features import features
+from blofin_assets.defs.assets.targets import targets
+from blofin_assets.defs.resources import BlofinSettings, DuckDBWarehouse, ModelStoreResource
+from blofin_assets.ml.features import FEATURE_COLUMNS
+from blofin_assets.ml.targets import NAIVE_COLUMNS, TARGET_COLUMNS
+from blofin_assets.ml.verdict import Verdict
+from blofin_assets.quality.candles import (
+    candles_fresh,
+    candles_gaps,
+    candles_ohlc_valid,
+    candles_unique,
+)
+from blofin_assets.quality.tables import (
+    features_targets_aligned,
+    finite_columns,
+    labels_not_features,
+)
+
+
+def as_result(outcome: Verdict) -> AssetCheckResult:
+    return AssetCheckResult(
+        passed=outcome.passed,
+        severity=AssetCheckSeverity(outcome.severity),
+        description=outcome.description,
+        metadata=outcome.metadata,
+    )
+
+
+@asset_check(asset=candles, description="No duplicate (inst_id, ts) bars.")
+def no_duplicate_bars(warehouse: DuckDBWarehouse) -> AssetCheckResult:
+    with warehouse.connect(read_only=True) as con:
+        return as_result(candles_unique(con))
+
+
+@asset_check(asset=candles, description="low <= open, close <= high; positive prices; volume >= 0.")
+def ohlc_consistent(warehouse: DuckDBWarehouse) -> AssetCheckResult:
+    with warehouse.connect(read_only=True) as con:
+        return as_result(candles_ohlc_valid(con))
+
+
+@asset_check(asset=candles, description="Gaps longer than 5 bars, counted per instrument.")
+def gaps(settings: BlofinSettings, warehouse: DuckDBWarehouse) -> AssetCheckResult:
+    with warehouse.connect(read_only=True) as con:
+        return as_result(candles_gaps(con, settings.bar_delta()))
+
+
+@asset_check(asset=candles, description="Newest closed bar within 2 bars of now (live sources).")
+def fresh(settings: BlofinSettings, warehouse: DuckDBWarehouse) -> AssetCheckResult:
+    with warehouse.connect(read_only=True) as con:
+        return as_result(
+            candles_fresh(
+                con, now=settings.now(), bar=settings.bar_delta(), live=settings.source != "file"
+            )
+        )
+
+
+@asset_check(asset=features, description="No NaN or inf in any feature column.")
+def features_finite(warehouse: DuckDBWarehouse) -> AssetCheckResult:
+    with warehouse.connect(read_only=True) as con:
+        return as_result(finite_columns(con, "features", FEATURE_COLUMNS))
+
+
+@asset_check(asset=features, description="No label or baseline column is among the features.")
+def labels_not_in_features(warehouse: DuckDBWarehouse) -> AssetCheckResult:
+    with warehouse.connect(read_only=True) as con:
+        return as_result(labels_not_features(con))
+
+
+@asset_check(
+    asset=features,
+    additional_deps=[targets],
+    description="Every label has features; only each instrument's last H rows lack a label.",
+)
+def rows_match_targets(settings: BlofinSettings, warehouse: DuckDBWarehouse) -> AssetCheckResult:
+    with warehouse.connect(read_only=True) as con:
+        return as_result(features_targets_aligned(con, settings.horizon))
+
+
+@asset_check(asset=targets, description="No NaN or inf in any label or baseline column.")
+def targets_finite(warehouse: DuckDBWarehouse) -> AssetCheckResult:
+    with warehouse.connect(read_only=True) as con:
+        return as_result(finite_columns(con, "targets", TARGET_COLUMNS + NAIVE_COLUMNS))
+
+
+def build_served_model_check(model_name: str) -> AssetChecksDefinition:
+    @asset_check(
+        asset=model_name,
+        name="served_files_intact",
+        description="The served files exist and model.pkl / scaler.pkl match their sha256.",
+    )
+    def served_files_intact(
+        context: AssetCheckExecutionContext, model_store: ModelStoreResource
+    ) -> AssetCheckResult:
+        store = model_store.store()
+        problems = store.verify_served(model_name)
+        return AssetCheckResult(
+            passed=not problems,
+            severity=AssetCheckSeverity.ERROR,
+            description="served files intact" if not problems else "; ".join(problems),
+            metadata={
+                "served_version": store.served_version(model_name) or "none",
+                "problems": problems,
+            },
+        )
+
+    return served_files_intact
+
+
+DATA_CHECKS = [
+    no_duplicate_bars,
+    ohlc_consistent,
+    gaps,
+    fresh,
+    features_finite,
+    labels_not_in_features,
+    rows_match_targets,
+    targets_finite,
+]

@@ -1,0 +1,35 @@
+"""Everything the code location serves, assembled from the spec table and the environment."""
+
+from collections.abc import Sequence
+
+from dagster import Definitions
+
+from blofin_assets.defs.assets.candles import candles
+from blofin_assets.defs.assets.features import features
+from blofin_assets.defs.assets.models import build_model_asset
+from blofin_assets.defs.assets.predictions import build_predictions_asset
+from blofin_assets.defs.assets.results import build_results_asset
+from blofin_assets.defs.assets.targets import targets
+from blofin_assets.defs.checks import DATA_CHECKS, build_served_model_check
+from blofin_assets.defs.executors import in_process_by_default
+from blofin_assets.defs.jobs import hourly_training_job
+from blofin_assets.defs.resources import default_resources
+from blofin_assets.defs.schedules import hourly_training_schedule
+from blofin_assets.ml.specs import MODEL_SPECS, ModelSpec
+
+
+def build_definitions(specs: Sequence[ModelSpec] = MODEL_SPECS) -> Definitions:
+    """Built from the environment and the spec table at load time; tests set BLOFIN_* (or pass
+    edited specs) and call this."""
+    model_assets = [build_model_asset(spec) for spec in specs]
+    results = build_results_asset(model_assets)
+    predictions = build_predictions_asset(results, [spec.name for spec in specs])
+    return Definitions(
+        assets=[candles, features, targets, *model_assets, results, predictions],
+        asset_checks=[*DATA_CHECKS, *(build_served_model_check(spec.name) for spec in specs)],
+        jobs=[hourly_training_job],
+        schedules=[hourly_training_schedule],
+        resources=default_resources(),
+        # In-process unless run config selects multiprocess (see executors.py).
+        executor=in_process_by_default,
+    )

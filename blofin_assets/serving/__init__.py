@@ -1,0 +1,13 @@
+"""Serving: load a served model, verified, from any program, and score rows with it.
+
+    from blofin_assets.serving import load_model
+    model = load_model("direction_predictor")             # BLOFIN_MODELS_DIR or ./models
+
+Importing this package changes nothing in the importer's process (no thread policy, no heap
+freeze): those belong to the code location's entry point. Imports no Dagster.
+"""
+
+from blofin_assets.serving.loading import ModelIntegrityError, load_model
+from blofin_assets.serving.model import ServedModel
+
+__all__ = ["ModelIntegrityError", "ServedModel", "load_model"]

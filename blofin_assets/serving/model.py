@@ -1,0 +1,58 @@
+"""A served model version as loaded: its estimator, scaler, config and metadata."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    name: str
+    version: str
+    estimator: Any
+    scaler: Any
+    config: dict[str, Any]
+    metadata: dict[str, Any]
+
+    @property
+    def features(self) -> list[str]:
+        return list(self.config["features"])
+
+    def predict(self, features: pd.DataFrame) -> pd.DataFrame:
+        """Score rows of the features table: one output row per input row, index kept.
+
+        Columns: ``prediction`` (in target units: probability of up for direction, class for
+        momentum, 0-100 for risk, realised volatility, price for price), and class
+        probabilities ``p_<class>`` for classifiers.
+        """
+        missing = [column for column in self.features if column not in features.columns]
+        if missing:
+            raise ValueError(f"{self.name}: input lacks feature columns {missing}")
+        values = features[self.features].to_numpy(dtype="float64")
+        if not np.isfinite(values).all():
+            bad = int((~np.isfinite(values)).any(axis=1).sum())
+            raise ValueError(f"{self.name}: {bad} input rows hold NaN/inf features")
+        x = self.scaler.transform(values)
+        out = pd.DataFrame(index=features.index)
+        if self.config["task"] == "classification":
+            probabilities = self.estimator.predict_proba(x)
+            for label, column in zip(self.estimator.classes_, probabilities.T, strict=True):
+                out[f"p_{int(label)}"] = column
+            if list(self.estimator.classes_) == [0, 1]:
+                out["prediction"] = probabilities[:, 1]  # probability that the price rises
+            else:
+                out["prediction"] = self.estimator.classes_[probabilities.argmax(axis=1)]
+        else:
+            raw = self.estimator.predict(x)
+            if self.config.get("target_transform") == "log_return":
+                if "close" not in features.columns:
+                    raise ValueError(f"{self.name}: needs the `close` column to return prices")
+                raw = features["close"].to_numpy(dtype="float64") * np.exp(raw)
+            elif self.config.get("target") == "target_risk":
+                raw = np.clip(raw, 0.0, 100.0)
+            out["prediction"] = raw
+        return out

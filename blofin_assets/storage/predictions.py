@@ -1,0 +1,35 @@
+"""model_predictions: what the served models say about each instrument's newest bar."""
+
+from __future__ import annotations
+
+import duckdb
+import pandas as pd
+
+from blofin_assets.storage.connection import insert_new_rows, transaction
+
+PREDICTIONS_DDL = """
+CREATE TABLE IF NOT EXISTS model_predictions (
+    inst_id VARCHAR NOT NULL,
+    ts TIMESTAMPTZ NOT NULL,
+    model_name VARCHAR NOT NULL,
+    model_version VARCHAR NOT NULL,
+    prediction DOUBLE NOT NULL,
+    probability DOUBLE,
+    class_probabilities VARCHAR,
+    predicted_at TIMESTAMPTZ NOT NULL,
+    PRIMARY KEY (inst_id, ts, model_name, model_version)
+)
+"""
+
+
+def append_predictions(con: duckdb.DuckDBPyConnection, frame: pd.DataFrame) -> int:
+    """Append-only and idempotent on (inst_id, ts, model_name, model_version)."""
+    con.execute(PREDICTIONS_DDL)
+    if frame.empty:
+        return 0
+    columns = [
+        "inst_id", "ts", "model_name", "model_version", "prediction", "probability",
+        "class_probabilities", "predicted_at",
+    ]  # fmt: skip
+    with transaction(con):
+        return insert_new_rows(con, "model_predictions", frame, columns)

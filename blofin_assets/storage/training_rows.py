@@ -1,0 +1,68 @@
+"""Reads of the features and targets tables for training and scoring."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import duckdb
+import pandas as pd
+
+from blofin_assets.storage.connection import query_frame
+from blofin_assets.storage.sql import quote_identifier, scalar, table_columns
+
+
+def read_training_frame(
+    con: duckdb.DuckDBPyConnection, columns: Sequence[str] | None = None
+) -> pd.DataFrame:
+    """Labelled rows: features joined to targets on (inst_id, ts), in time order.
+
+    Given ``columns`` (a model's own: its features, target, baselines), only those are read:
+    each model step reads this frame, and the other targets' labels are a third of its width.
+    """
+    stored = {table: table_columns(con, table) for table in ("features", "targets")}
+    for table, stored_columns in stored.items():
+        if not stored_columns:
+            raise ValueError(f"table {table!r} does not exist yet: materialize it first")
+    if columns is None:
+        select = "f.*, t.* EXCLUDE (inst_id, ts)"
+    else:
+        missing = [c for c in columns if c not in stored["features"] and c not in stored["targets"]]
+        if missing:
+            raise ValueError(
+                f"features/targets tables lack {len(missing)} column(s) the model needs: "
+                f"{missing}; rematerialize features and targets"
+            )
+        select = ", ".join(
+            # inst_id and ts are the join keys (USING): unqualified, once.
+            quote_identifier(c)
+            if c in ("inst_id", "ts")
+            else f"{'f' if c in stored['features'] else 't'}.{quote_identifier(c)}"
+            for c in dict.fromkeys(["inst_id", "ts", *columns])
+        )
+    return query_frame(
+        con,
+        f"SELECT {select} FROM features f JOIN targets t USING (inst_id, ts) ORDER BY ts, inst_id",
+    )
+
+
+def latest_feature_rows(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
+    """Each instrument's newest features row: the latest closed bar, label not known yet."""
+    return query_frame(
+        con,
+        "SELECT * FROM features QUALIFY row_number() OVER (PARTITION BY inst_id ORDER BY ts DESC)"
+        " = 1 ORDER BY inst_id",
+    )
+
+
+def label_balance(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
+    """Class shares of the stored labels, so a skewed horizon shows in the catalog."""
+    up_share = scalar(con, "SELECT avg(target_direction) FROM targets")
+    shares = con.execute(
+        "SELECT target_momentum, count(*) / sum(count(*)) OVER () FROM targets "
+        "GROUP BY target_momentum ORDER BY target_momentum"
+    ).fetchall()
+    return {
+        "direction_up_share": float(up_share) if up_share is not None else float("nan"),
+        "momentum_class_shares": {str(k): round(float(v), 4) for k, v in shares},
+    }
