@@ -5,6 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from blofin_assets.ml.features import compute_features
+from blofin_assets.ml.targets import compute_targets
+
 
 def candles_from_closes(closes: dict[str, np.ndarray], start: str = "2026-01-01") -> pd.DataFrame:
     frames = []
@@ -47,3 +50,13 @@ def iid_market(bars: int, seed: int = 7) -> pd.DataFrame:
         for inst, level in (("BTC-USDT", 60000.0), ("ETH-USDT", 3000.0), ("SOL-USDT", 150.0))
     }
     return candles_from_closes(closes)
+
+
+def labelled_rows(candles: pd.DataFrame, horizon: int = 5) -> pd.DataFrame:
+    """Features joined to targets in memory, as the models' training read joins the tables."""
+    start = candles["ts"].min()
+    features = compute_features(candles, start=start)
+    targets = compute_targets(candles, horizon=horizon, start=start)
+    overlap = (set(features.columns) & set(targets.columns)) - {"inst_id", "ts"}
+    assert not overlap, f"feature and target tables share columns {sorted(overlap)}"
+    return features.merge(targets, on=["inst_id", "ts"], how="inner", validate="one_to_one")

@@ -14,16 +14,19 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from blofin_assets.storage import candles, connection, fingerprints, sql, training_rows
-from blofin_assets.defs.assets.features import feature_table_spec
-from blofin_assets.defs.assets.targets import target_table_spec
-from blofin_assets.storage.derived import DerivedTable, Refresh, refresh_table
-from blofin_assets.ml.features import FEATURE_WARMUP_BARS, compute_features
-from blofin_assets.ml.specs import MODEL_SPECS
-from blofin_assets.ml.targets import compute_targets
-from blofin_assets.ml.training import training_columns
 from blofin_assets.defs.resources import BlofinSettings
 from blofin_assets.market.sources.demo import demo_candles
+from blofin_assets.ml.features import FEATURE_WARMUP_BARS, compute_features
+from blofin_assets.ml.specs import MODEL_SPECS
+from blofin_assets.ml.tables import feature_table, target_table
+from blofin_assets.ml.targets import compute_targets
+from blofin_assets.ml.training import training_columns
+from blofin_assets.storage.candles import insert_new_candles
+from blofin_assets.storage.connection import connect, query_frame
+from blofin_assets.storage.derived import DerivedTable, Refresh, refresh_table
+from blofin_assets.storage.fingerprints import RECORDED, candle_content, whole_table_fingerprint
+from blofin_assets.storage.sql import table_columns, table_exists
+from blofin_assets.storage.training_rows import read_training_frame
 
 INSTRUMENTS = ["BTC-USDT", "ETH-USDT", "SOL-USDT"]
 T0 = pd.Timestamp("2026-11-10 00:00", tz="UTC")
@@ -41,18 +44,18 @@ def market(end: pd.Timestamp, instruments: list[str] = INSTRUMENTS) -> pd.DataFr
 
 
 def store(path: Path, candles: pd.DataFrame) -> None:
-    with connection.connect(path) as con:
-        candles.insert_new_candles(con, candles, source="demo")
+    with connect(path) as con:
+        insert_new_candles(con, candles, source="demo")
 
 
 def refresh(path: Path, table: DerivedTable) -> Refresh:
-    with connection.connect(path) as con:
+    with connect(path) as con:
         return refresh_table(con, table, training_days=DAYS, bar=BAR)
 
 
 def read(path: Path, name: str) -> pd.DataFrame:
-    with connection.connect(path, read_only=True) as con:
-        return connection.query_frame(con, f"SELECT * FROM {name} ORDER BY inst_id, ts")
+    with connect(path, read_only=True) as con:
+        return query_frame(con, f"SELECT * FROM {name} ORDER BY inst_id, ts")
 
 
 def rebuilt(tmp_path: Path, candles: pd.DataFrame, table: DerivedTable) -> pd.DataFrame:
@@ -65,7 +68,7 @@ def rebuilt(tmp_path: Path, candles: pd.DataFrame, table: DerivedTable) -> pd.Da
 
 
 def stored_content_hash(path: Path, name: str) -> str:
-    with connection.connect(path, read_only=True) as con:
+    with connect(path, read_only=True) as con:
         columns = [row[0] for row in con.execute(f"DESCRIBE {name}").fetchall()]
         quoted = ", ".join(f'"{c}"' for c in columns)
         value = con.execute(f"SELECT bit_xor(hash({quoted})) FROM {name}").fetchall()[0][0]
@@ -87,7 +90,7 @@ def assert_same_rows(appended: pd.DataFrame, full: pd.DataFrame) -> None:
             np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-9 * scale, err_msg=column)
 
 
-@pytest.mark.parametrize("spec", [feature_table_spec, target_table_spec])
+@pytest.mark.parametrize("spec", [feature_table, target_table])
 def test_an_hourly_append_equals_a_rebuild_and_reads_only_the_warm_up(tmp_path: Path, spec) -> None:
     table = spec(settings())
     path = tmp_path / "blofin.duckdb"
@@ -117,7 +120,7 @@ def test_an_hourly_append_equals_a_rebuild_and_reads_only_the_warm_up(tmp_path: 
 
 
 def test_no_new_candles_keeps_the_table_and_its_data_version(tmp_path: Path) -> None:
-    table = feature_table_spec(settings())
+    table = feature_table(settings())
     path = tmp_path / "blofin.duckdb"
     store(path, market(T0))
     first = refresh(path, table)
@@ -130,7 +133,7 @@ def test_identical_candles_give_the_same_data_version_in_another_file(
     tmp_path: Path,
 ) -> None:
     """The version is a hash of the stored rows, so nothing run-specific may leak into it."""
-    table = target_table_spec(settings())
+    table = target_table(settings())
     path = tmp_path / "blofin.duckdb"
     store(path, market(T0))
     first = refresh(path, table)
@@ -140,7 +143,7 @@ def test_identical_candles_give_the_same_data_version_in_another_file(
 
 
 def test_a_back_filled_gap_forces_a_rebuild_that_names_the_instrument(tmp_path: Path) -> None:
-    table = feature_table_spec(settings())
+    table = feature_table(settings())
     path = tmp_path / "blofin.duckdb"
     candles = market(T0)
     missing = (candles["inst_id"] == "ETH-USDT") & (candles["ts"] == T0 - pd.Timedelta(hours=30))
@@ -161,7 +164,7 @@ def test_a_gap_in_the_warm_up_still_gives_appended_rows_their_full_history(
     tmp_path: Path,
 ) -> None:
     """The warm-up is read by position: a 3-hour outage before the mark changes nothing."""
-    table = feature_table_spec(settings())
+    table = feature_table(settings())
     path = tmp_path / "blofin.duckdb"
     outage = (market(T0 + pd.Timedelta(minutes=60))["ts"] >= T0 - pd.Timedelta(hours=4)) & (
         market(T0 + pd.Timedelta(minutes=60))["ts"] < T0 - pd.Timedelta(hours=1)
@@ -178,16 +181,16 @@ def test_a_gap_in_the_warm_up_still_gives_appended_rows_their_full_history(
 @pytest.mark.parametrize(
     ("changed", "reason"),
     [
-        (lambda: target_table_spec(settings(horizon=10)), "settings changed"),
-        (lambda: target_table_spec(settings(training_days=2)), "settings changed"),
+        (lambda: target_table(settings(horizon=10)), "settings changed"),
+        (lambda: target_table(settings(training_days=2)), "settings changed"),
     ],
 )
 def test_changed_settings_rebuild(tmp_path: Path, changed, reason: str) -> None:
     path = tmp_path / "blofin.duckdb"
     store(path, market(T0))
-    refresh(path, target_table_spec(settings()))
+    refresh(path, target_table(settings()))
     table = changed()
-    with connection.connect(path) as con:
+    with connect(path) as con:
         result = refresh_table(con, table, training_days=table.settings["training_days"], bar=BAR)
     assert result.mode == "rebuild" and reason in result.reason
 
@@ -195,7 +198,7 @@ def test_changed_settings_rebuild(tmp_path: Path, changed, reason: str) -> None:
 def test_a_new_code_version_rebuilds(tmp_path: Path) -> None:
     path = tmp_path / "blofin.duckdb"
     store(path, market(T0))
-    table = feature_table_spec(settings())
+    table = feature_table(settings())
     refresh(path, table)
     bumped = DerivedTable(**{**table.__dict__, "code_version": "features-99"})
     result = refresh(path, bumped)
@@ -203,7 +206,7 @@ def test_a_new_code_version_rebuilds(tmp_path: Path) -> None:
     assert "features-1 -> features-99" in result.reason
 
 
-def built(tmp_path: Path, spec=feature_table_spec) -> tuple[Path, DerivedTable]:
+def built(tmp_path: Path, spec=feature_table) -> tuple[Path, DerivedTable]:
     """A warehouse holding the market up to T0 and ``spec``'s table built on it."""
     path = tmp_path / "blofin.duckdb"
     store(path, market(T0))
@@ -214,7 +217,7 @@ def built(tmp_path: Path, spec=feature_table_spec) -> tuple[Path, DerivedTable]:
 
 def by_hand(path: Path, sql: str, params: list[object] | None = None) -> None:
     """A statement run on the warehouse outside the product, as a user at a SQL prompt."""
-    with connection.connect(path) as con:
+    with connect(path) as con:
         con.execute(sql, params or [])
 
 
@@ -232,10 +235,10 @@ def test_rows_removed_outside_the_asset_are_noticed(tmp_path: Path) -> None:
 
 def full_candle_scan(path: Path) -> list[tuple]:
     """Per instrument count, first/last bar and hash, computed from every stored candle."""
-    with connection.connect(path, read_only=True) as con:
+    with connect(path, read_only=True) as con:
         return con.execute(
             "SELECT inst_id, count(*), min(ts), max(ts), "
-            f"bit_xor({fingerprints.candle_content()}) FROM candles GROUP BY inst_id ORDER BY inst_id"
+            f"bit_xor({candle_content()}) FROM candles GROUP BY inst_id ORDER BY inst_id"
         ).fetchall()
 
 
@@ -244,18 +247,18 @@ def test_every_insert_records_what_a_full_scan_of_the_candles_gives(tmp_path: Pa
     store(path, market(T0))
     # The next fetch overlaps the stored bars (ON CONFLICT DO NOTHING) and adds new ones.
     store(path, market(T0 + pd.Timedelta(minutes=90)).loc[lambda f: f["ts"] > T0 - BAR * 30])
-    with connection.connect(path) as con:
+    with connect(path) as con:
         recorded = con.execute("SELECT * FROM candle_fingerprints ORDER BY inst_id").fetchall()
-        fingerprint = fingerprints.whole_table_fingerprint(con)
+        fingerprint = whole_table_fingerprint(con)
         everything = con.execute(
-            f"SELECT count(*), bit_xor({fingerprints.candle_content()}) FROM candles"
+            f"SELECT count(*), bit_xor({candle_content()}) FROM candles"
         ).fetchall()[0]
     assert recorded == full_candle_scan(path)
     assert (fingerprint["rows"], fingerprint["content_hash"]) == (
         everything[0],
         f"{everything[1]:016x}",
     )
-    assert fingerprint["source"] == fingerprints.RECORDED
+    assert fingerprint["source"] == RECORDED
 
 
 def test_the_hourly_check_trusts_the_inserts_record_instead_of_hashing_history(
@@ -271,21 +274,21 @@ def test_the_hourly_check_trusts_the_inserts_record_instead_of_hashing_history(
         "WHERE inst_id = 'SOL-USDT'",
     )
     result = refresh(path, table)
-    assert result.mode == "rebuild" and result.candle_fingerprint_source == fingerprints.RECORDED
+    assert result.mode == "rebuild" and result.candle_fingerprint_source == RECORDED
     assert "SOL-USDT (+0 rows)" in result.reason and "BTC-USDT" not in result.reason
 
 
 def test_a_candle_deleted_outside_the_product_is_noticed_without_the_record(
     tmp_path: Path,
 ) -> None:
-    path, table = built(tmp_path, target_table_spec)
+    path, table = built(tmp_path, target_table)
     by_hand(
         path, "DELETE FROM candles WHERE inst_id = 'ETH-USDT' AND ts = ?", [hours_before_t0(30)]
     )
-    with connection.connect(path) as con:
+    with connect(path) as con:
         # The record now overstates ETH by one candle: the shape scan sees it, so the
         # fingerprint comes from hashing the table itself, and says so.
-        fingerprint = fingerprints.whole_table_fingerprint(con)
+        fingerprint = whole_table_fingerprint(con)
     assert fingerprint["rows"] == len(market(T0)) - 1
     assert fingerprint["source"].startswith("hashed every candle")
     assert "disagrees with the table for ETH-USDT (" in fingerprint["source"]
@@ -316,7 +319,7 @@ def test_a_new_instrument_is_built_from_its_window_while_the_others_append(
 ) -> None:
     path = tmp_path / "blofin.duckdb"
     store(path, market(T0, INSTRUMENTS[:2]))
-    table = target_table_spec(settings())
+    table = target_table(settings())
     refresh(path, table)
     later = T0 + pd.Timedelta(minutes=60)
     store(path, market(later))
@@ -328,10 +331,10 @@ def test_a_new_instrument_is_built_from_its_window_while_the_others_append(
 def test_a_failing_computation_leaves_table_and_state_untouched(tmp_path: Path) -> None:
     path = tmp_path / "blofin.duckdb"
     store(path, market(T0))
-    table = feature_table_spec(settings())
+    table = feature_table(settings())
     refresh(path, table)
     before = read(path, "features")
-    with connection.connect(path, read_only=True) as con:
+    with connect(path, read_only=True) as con:
         state_before = con.execute("SELECT * FROM derived_table_state ORDER BY ALL").fetchall()
 
     def broken(window: pd.DataFrame, start: pd.Timestamp) -> pd.DataFrame:
@@ -341,7 +344,7 @@ def test_a_failing_computation_leaves_table_and_state_untouched(tmp_path: Path) 
     with pytest.raises(RuntimeError, match="exploded"):
         refresh(path, DerivedTable(**{**table.__dict__, "compute": broken}))
     pd.testing.assert_frame_equal(read(path, "features"), before)
-    with connection.connect(path, read_only=True) as con:
+    with connect(path, read_only=True) as con:
         assert (
             con.execute("SELECT * FROM derived_table_state ORDER BY ALL").fetchall() == state_before
         )
@@ -352,9 +355,9 @@ def test_too_few_candles_for_the_warm_up_is_a_clear_error(tmp_path: Path) -> Non
     short = demo_candles(["BTC-USDT"], "1m", T0 - pd.Timedelta(minutes=100), T0)
     store(path, short)
     with pytest.raises(ValueError, match=r"no features rows: the 100 candles .* 1440-bar warm-up"):
-        refresh(path, feature_table_spec(settings()))
-    with connection.connect(path, read_only=True) as con:
-        assert not sql.table_exists(con, "features")
+        refresh(path, feature_table(settings()))
+    with connect(path, read_only=True) as con:
+        assert not table_exists(con, "features")
 
 
 def test_computing_from_a_start_equals_computing_everything_then_filtering() -> None:
@@ -377,18 +380,18 @@ def test_computing_from_a_start_equals_computing_everything_then_filtering() -> 
 def test_a_models_training_read_is_the_full_join_narrowed_to_its_columns(tmp_path: Path) -> None:
     path = tmp_path / "warehouse.duckdb"
     store(path, market(T0 + pd.Timedelta(hours=6)))
-    for table in (feature_table_spec(settings()), target_table_spec(settings())):
+    for table in (feature_table(settings()), target_table(settings())):
         refresh(path, table)
-    with connection.connect(path, read_only=True) as con:
-        full = training_rows.read_training_frame(con)
+    with connect(path, read_only=True) as con:
+        full = read_training_frame(con)
         for spec in MODEL_SPECS:
             columns = training_columns(spec)
-            narrow = training_rows.read_training_frame(con, columns)
+            narrow = read_training_frame(con, columns)
             assert list(narrow.columns) == columns
             pd.testing.assert_frame_equal(narrow, full[columns])
         assert full["ts"].is_monotonic_increasing and len(full) > 1000
         with pytest.raises(ValueError, match=r"lack 1 column\(s\).*\['target_sharpe'\]"):
-            training_rows.read_training_frame(con, ["inst_id", "ts", "close", "target_sharpe"])
+            read_training_frame(con, ["inst_id", "ts", "close", "target_sharpe"])
 
 
 def test_schema_checks_see_only_this_files_tables_not_an_attached_databases(
@@ -398,13 +401,13 @@ def test_schema_checks_see_only_this_files_tables_not_an_attached_databases(
     the training read believes the warehouse's table holds."""
     path = tmp_path / "warehouse.duckdb"
     store(path, market(T0))
-    table = feature_table_spec(settings())
+    table = feature_table(settings())
     refresh(path, table)
-    with connection.connect(path) as con:
+    with connect(path) as con:
         con.execute(f"ATTACH '{tmp_path / 'other.duckdb'}' AS other")
         con.execute("CREATE TABLE other.main.features (x INTEGER)")
         con.execute("CREATE TABLE other.main.only_there (y INTEGER)")
-        assert sql.table_columns(con, "features") == table.columns
-        assert sql.table_columns(con, "only_there") == []
-        assert not sql.table_exists(con, "only_there") and sql.table_exists(con, "candles")
+        assert table_columns(con, "features") == table.columns
+        assert table_columns(con, "only_there") == []
+        assert not table_exists(con, "only_there") and table_exists(con, "candles")
         assert refresh_table(con, table, training_days=DAYS, bar=BAR).mode == "append"

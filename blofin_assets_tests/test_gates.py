@@ -6,20 +6,17 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from blofin_assets.ml.dataset import feature_table, target_table, training_frame
+from blofin_assets.market.sources.demo import demo_candles
 from blofin_assets.ml.gates import leakage_gate, regression_gate, skill_gate
 from blofin_assets.ml.specs import SPECS_BY_NAME
 from blofin_assets.ml.training import TrainedModel, train_model
-from blofin_assets.market.sources.demo import demo_candles
-from blofin_assets_tests.markets import iid_market, periodic_market
+from blofin_assets_tests.markets import iid_market, labelled_rows, periodic_market
 
 END = pd.Timestamp("2026-11-20T12:00", tz="UTC")
 
 
 def train_on(candles: pd.DataFrame, model: str) -> TrainedModel:
-    start = candles["ts"].min()
-    frame = training_frame(feature_table(candles, start), target_table(candles, start, 5))
-    return train_model(SPECS_BY_NAME[model], frame, horizon=5)
+    return train_model(SPECS_BY_NAME[model], labelled_rows(candles, horizon=5), horizon=5)
 
 
 @pytest.fixture(scope="module")

@@ -10,9 +10,9 @@ import duckdb
 import joblib
 import pandas as pd
 
-from blofin_assets.storage import results
-from blofin_assets.ml.store import ModelStore
 from blofin_assets.market.sources.demo import demo_candles
+from blofin_assets.ml.store import ModelStore
+from blofin_assets.storage.results import promoted_skills
 from blofin_assets_tests.conftest import Project
 from blofin_assets_tests.markets import periodic_market
 
@@ -121,4 +121,4 @@ def test_a_promotion_cut_short_is_relabelled_and_never_counts_as_promoted(
     assert store.read_metadata(name, newest)["status"] == "promoted"
     # The regression gate's history holds only versions that were served.
     with duckdb.connect(str(project.db_path), read_only=True) as con:
-        assert len(results.promoted_skills(con, name, 10)) == 2
+        assert len(promoted_skills(con, name, 10)) == 2

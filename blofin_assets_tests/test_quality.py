@@ -7,11 +7,21 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from blofin_assets.quality.candles import candles_fresh, candles_gaps, candles_ohlc_valid, candles_unique
-from blofin_assets.quality.tables import features_targets_aligned, finite_columns, labels_not_features
-from blofin_assets.storage import candles
-from blofin_assets.ml.dataset import feature_table, target_table
 from blofin_assets.market.sources.demo import demo_candles
+from blofin_assets.ml.features import compute_features
+from blofin_assets.ml.targets import compute_targets
+from blofin_assets.quality.candles import (
+    candles_fresh,
+    candles_gaps,
+    candles_ohlc_valid,
+    candles_unique,
+)
+from blofin_assets.quality.tables import (
+    features_targets_aligned,
+    finite_columns,
+    labels_not_features,
+)
+from blofin_assets.storage.candles import insert_new_candles
 
 END = pd.Timestamp("2026-11-20T12:00", tz="UTC")
 BAR = pd.Timedelta(minutes=1)
@@ -45,7 +55,7 @@ def test_the_products_candles_table_cannot_hold_a_duplicate(market: pd.DataFrame
     """The check trusts the table's PRIMARY KEY instead of counting: pin that DuckDB refuses a
     duplicate bar there, even one inserted by hand."""
     con = duckdb.connect()
-    candles.insert_new_candles(con, market, source="demo")
+    insert_new_candles(con, market, source="demo")
     outcome = candles_unique(con)
     assert outcome.passed and outcome.metadata == {
         "rows": len(market),
@@ -95,7 +105,7 @@ def test_freshness(market: pd.DataFrame) -> None:
 
 
 def test_finite_values(market: pd.DataFrame) -> None:
-    features = feature_table(market, market["ts"].min())
+    features = compute_features(market, start=market["ts"].min())
     columns = [c for c in features.columns if c not in ("inst_id", "ts", "close")]
     assert finite_columns(database(features=features), "features", columns).passed
     features.loc[3, "rsi_14"] = np.nan
@@ -106,7 +116,7 @@ def test_finite_values(market: pd.DataFrame) -> None:
 
 
 def test_labels_never_among_features(market: pd.DataFrame) -> None:
-    features = feature_table(market, market["ts"].min())
+    features = compute_features(market, start=market["ts"].min())
     assert labels_not_features(database(features=features)).passed
     features["target_direction"] = 1
     outcome = labels_not_features(database(features=features))
@@ -115,15 +125,12 @@ def test_labels_never_among_features(market: pd.DataFrame) -> None:
 
 def test_features_and_targets_align(market: pd.DataFrame) -> None:
     start = market["ts"].min()
-    features, targets = feature_table(market, start), target_table(market, start, 5)
+    features = compute_features(market, start=start)
+    targets = compute_targets(market, horizon=5, start=start)
     assert features_targets_aligned(database(features=features, targets=targets), 5).passed
     missing_features = features.drop(index=features.index[100:110])
-    outcome = features_targets_aligned(
-        database(features=missing_features, targets=targets), 5
-    )
+    outcome = features_targets_aligned(database(features=missing_features, targets=targets), 5)
     assert not outcome.passed and outcome.metadata["labels_without_features"] == 10
     missing_labels = targets.drop(index=targets.index[200:203])
-    outcome = features_targets_aligned(
-        database(features=features, targets=missing_labels), 5
-    )
+    outcome = features_targets_aligned(database(features=features, targets=missing_labels), 5)
     assert not outcome.passed and outcome.metadata["unlabelled_inside"] == 3

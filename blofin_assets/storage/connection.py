@@ -106,11 +106,12 @@ def insert_new_rows(
 def query_frame(
     con: duckdb.DuckDBPyConnection, sql: str, params: list[object] | None = None
 ) -> pd.DataFrame:
-    """A query's rows as a DataFrame whose ``ts`` is UTC whatever the session time zone.
-
-    Through Arrow: about three times faster than ``.df()`` on a million candles.
+    """A query's rows as a DataFrame whose ``ts`` (if selected) is UTC whatever the session
+    time zone. Through Arrow, which is several times faster than ``.df()`` on many candles.
     """
     frame = con.sql(sql, params=params or None).to_arrow_table().to_pandas()
+    if "ts" not in frame.columns:
+        return frame
     ts = frame["ts"]
     # TIMESTAMPTZ arrives tz-aware: converting the zone is free, re-parsing 1 M stamps is not.
     if isinstance(ts.dtype, pd.DatetimeTZDtype):

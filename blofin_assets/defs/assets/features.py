@@ -7,25 +7,10 @@ from blofin_assets.defs.assets.metadata import OWNERS, derived_table_metadata, p
 from blofin_assets.defs.resources import BlofinSettings, DuckDBWarehouse
 from blofin_assets.ml.features import (
     FEATURE_COLUMNS,
-    FEATURE_WARMUP_BARS,
-    OUTPUT_COLUMNS,
-    compute_features,
 )
+from blofin_assets.ml.tables import FEATURES_CODE_VERSION, feature_table
 from blofin_assets.storage.candles import candle_sources
-from blofin_assets.storage.derived import DerivedTable, refresh_table
-
-CODE_VERSION = "features-1"
-
-
-def feature_table_spec(settings: BlofinSettings) -> DerivedTable:
-    return DerivedTable(
-        name="features",
-        code_version=CODE_VERSION,
-        settings={"training_days": settings.training_days, "bar": settings.bar},
-        columns=OUTPUT_COLUMNS,
-        warmup_bars=FEATURE_WARMUP_BARS,
-        compute=lambda window, start: compute_features(window, start=start),
-    )
+from blofin_assets.storage.derived import refresh_table
 
 
 @asset(
@@ -37,14 +22,14 @@ def feature_table_spec(settings: BlofinSettings) -> DerivedTable:
     "rebuilt when code, settings or past candles change (write_mode/write_reason say which).",
     kinds={"duckdb", "pandas"},
     owners=OWNERS,
-    code_version=CODE_VERSION,
+    code_version=FEATURES_CODE_VERSION,
     pool="duckdb_writer",
 )
 def features(settings: BlofinSettings, warehouse: DuckDBWarehouse) -> MaterializeResult:
     with warehouse.connect() as con:
         refresh = refresh_table(
             con,
-            feature_table_spec(settings),
+            feature_table(settings),
             training_days=settings.training_days,
             bar=settings.bar_delta(),
         )

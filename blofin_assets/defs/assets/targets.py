@@ -5,28 +5,10 @@ from dagster import DataVersion, MaterializeResult, MetadataValue, asset
 from blofin_assets.defs.assets.candles import candles
 from blofin_assets.defs.assets.metadata import OWNERS, derived_table_metadata, provenance
 from blofin_assets.defs.resources import BlofinSettings, DuckDBWarehouse
-from blofin_assets.ml.targets import OUTPUT_COLUMNS, RISK_REFERENCE_BARS, compute_targets
+from blofin_assets.ml.tables import TARGETS_CODE_VERSION, target_table
 from blofin_assets.storage.candles import candle_sources
-from blofin_assets.storage.derived import DerivedTable, refresh_table
+from blofin_assets.storage.derived import refresh_table
 from blofin_assets.storage.training_rows import label_balance
-
-CODE_VERSION = "targets-1"
-
-
-def target_table_spec(settings: BlofinSettings) -> DerivedTable:
-    horizon = settings.horizon
-    return DerivedTable(
-        name="targets",
-        code_version=CODE_VERSION,
-        settings={
-            "training_days": settings.training_days,
-            "bar": settings.bar,
-            "horizon": horizon,
-        },
-        columns=OUTPUT_COLUMNS,
-        warmup_bars=RISK_REFERENCE_BARS,
-        compute=lambda window, start: compute_targets(window, horizon=horizon, start=start),
-    )
 
 
 @asset(
@@ -38,14 +20,14 @@ def target_table_spec(settings: BlofinSettings) -> DerivedTable:
     "label became known.",
     kinds={"duckdb", "pandas"},
     owners=OWNERS,
-    code_version=CODE_VERSION,
+    code_version=TARGETS_CODE_VERSION,
     pool="duckdb_writer",
 )
 def targets(settings: BlofinSettings, warehouse: DuckDBWarehouse) -> MaterializeResult:
     with warehouse.connect() as con:
         refresh = refresh_table(
             con,
-            target_table_spec(settings),
+            target_table(settings),
             training_days=settings.training_days,
             bar=settings.bar_delta(),
         )
