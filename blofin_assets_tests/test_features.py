@@ -361,7 +361,7 @@ def test_zero_volume_bars_count_as_the_quietest_bar_so_far():
 
 def test_all_cores_give_the_same_bytes_as_one_block_after_another(candles, features, monkeypatch):
     """Blocks run on a thread pool for large inputs; the output must not depend on it."""
-    from blofin_assets.ml import features as module
+    from blofin_assets.ml import blocks as module
     from blofin_assets.ml.targets import compute_targets
 
     if module.worker_count() < 2:

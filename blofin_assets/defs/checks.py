@@ -16,9 +16,9 @@ from blofin_assets.defs.assets.candles import candles
 from blofin_assets.defs.assets.features import features
 from blofin_assets.defs.assets.targets import targets
 from blofin_assets.defs.resources import BlofinSettings, DuckDBWarehouse, ModelStoreResource
+from blofin_assets.defs.verdicts import check_result
 from blofin_assets.ml.features import FEATURE_COLUMNS
 from blofin_assets.ml.targets import NAIVE_COLUMNS, TARGET_COLUMNS
-from blofin_assets.ml.verdict import Verdict
 from blofin_assets.quality.candles import (
     candles_fresh,
     candles_gaps,
@@ -32,37 +32,28 @@ from blofin_assets.quality.tables import (
 )
 
 
-def as_result(outcome: Verdict) -> AssetCheckResult:
-    return AssetCheckResult(
-        passed=outcome.passed,
-        severity=AssetCheckSeverity(outcome.severity),
-        description=outcome.description,
-        metadata=outcome.metadata,
-    )
-
-
 @asset_check(asset=candles, description="No duplicate (inst_id, ts) bars.")
 def no_duplicate_bars(warehouse: DuckDBWarehouse) -> AssetCheckResult:
     with warehouse.connect(read_only=True) as con:
-        return as_result(candles_unique(con))
+        return check_result(candles_unique(con))
 
 
 @asset_check(asset=candles, description="low <= open, close <= high; positive prices; volume >= 0.")
 def ohlc_consistent(warehouse: DuckDBWarehouse) -> AssetCheckResult:
     with warehouse.connect(read_only=True) as con:
-        return as_result(candles_ohlc_valid(con))
+        return check_result(candles_ohlc_valid(con))
 
 
 @asset_check(asset=candles, description="Gaps longer than 5 bars, counted per instrument.")
 def gaps(settings: BlofinSettings, warehouse: DuckDBWarehouse) -> AssetCheckResult:
     with warehouse.connect(read_only=True) as con:
-        return as_result(candles_gaps(con, settings.bar_delta()))
+        return check_result(candles_gaps(con, settings.bar_delta()))
 
 
 @asset_check(asset=candles, description="Newest closed bar within 2 bars of now (live sources).")
 def fresh(settings: BlofinSettings, warehouse: DuckDBWarehouse) -> AssetCheckResult:
     with warehouse.connect(read_only=True) as con:
-        return as_result(
+        return check_result(
             candles_fresh(
                 con, now=settings.now(), bar=settings.bar_delta(), live=settings.source != "file"
             )
@@ -72,13 +63,13 @@ def fresh(settings: BlofinSettings, warehouse: DuckDBWarehouse) -> AssetCheckRes
 @asset_check(asset=features, description="No NaN or inf in any feature column.")
 def features_finite(warehouse: DuckDBWarehouse) -> AssetCheckResult:
     with warehouse.connect(read_only=True) as con:
-        return as_result(finite_columns(con, "features", FEATURE_COLUMNS))
+        return check_result(finite_columns(con, "features", FEATURE_COLUMNS))
 
 
 @asset_check(asset=features, description="No label or baseline column is among the features.")
 def labels_not_in_features(warehouse: DuckDBWarehouse) -> AssetCheckResult:
     with warehouse.connect(read_only=True) as con:
-        return as_result(labels_not_features(con))
+        return check_result(labels_not_features(con))
 
 
 @asset_check(
@@ -88,13 +79,13 @@ def labels_not_in_features(warehouse: DuckDBWarehouse) -> AssetCheckResult:
 )
 def rows_match_targets(settings: BlofinSettings, warehouse: DuckDBWarehouse) -> AssetCheckResult:
     with warehouse.connect(read_only=True) as con:
-        return as_result(features_targets_aligned(con, settings.horizon))
+        return check_result(features_targets_aligned(con, settings.horizon))
 
 
 @asset_check(asset=targets, description="No NaN or inf in any label or baseline column.")
 def targets_finite(warehouse: DuckDBWarehouse) -> AssetCheckResult:
     with warehouse.connect(read_only=True) as con:
-        return as_result(finite_columns(con, "targets", TARGET_COLUMNS + NAIVE_COLUMNS))
+        return check_result(finite_columns(con, "targets", TARGET_COLUMNS + NAIVE_COLUMNS))
 
 
 def build_served_model_check(model_name: str) -> AssetChecksDefinition:

@@ -23,13 +23,12 @@ Why these choices:
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
-
 import numpy as np
 import pandas as pd
 import talib
+
+from blofin_assets.ml.blocks import check_prices, first_output_rows, instrument_blocks, run_blocks
+from blofin_assets.ml.series import log_returns, realised_volatility
 
 REFERENCE_COLUMNS: list[str] = ["close"]
 
@@ -76,101 +75,6 @@ _EPS = 1e-12  # guards divisions by a zero volatility / range; far below any rea
 _EPOCH_WEEKDAY = 3  # 1970-01-01 was a Thursday (Monday = 0)
 
 
-_DIRECT_SUM_MAX = 16  # windows up to this are summed term by term, longer ones by cumsum
-
-
-def rolling_sum(values: np.ndarray, window: int) -> np.ndarray:
-    """Trailing window sum, NaN before the window is full; O(n) numpy, no Python per row.
-
-    Short windows add `window` shifted slices: exact to rounding of the window itself, so a
-    tiny 5-bar volatility after a volatile day keeps its relative precision and does not
-    depend on where the series starts.  Long windows use one cumulative sum.
-    """
-    n = len(values)
-    out = np.full(values.shape, np.nan)
-    if n < window:
-        return out
-    if window <= _DIRECT_SUM_MAX:
-        acc = values[window - 1 :].copy()
-        for lag in range(1, window):
-            acc += values[window - 1 - lag : n - lag]
-        out[window - 1 :] = acc
-    else:
-        total = np.cumsum(values)
-        out[window - 1] = total[window - 1]
-        out[window:] = total[window:] - total[:-window]
-    return out
-
-
-def log_returns(close: np.ndarray) -> np.ndarray:
-    """1-bar log returns of one instrument; r[0] is 0 (no previous bar, always in warm-up)."""
-    log_close = np.log(close)
-    returns = np.empty_like(log_close)
-    returns[0:1] = 0.0
-    returns[1:] = np.diff(log_close)
-    return returns
-
-
-def realised_volatility(squared_returns: np.ndarray, window: int) -> np.ndarray:
-    """sqrt(sum of the last `window` squared 1-bar log returns, t-window+1..t).
-
-    Shared with targets.py so the naive volatility baseline is the same number as rv_5.
-    """
-    return np.sqrt(np.maximum(rolling_sum(squared_returns, window), 0.0))
-
-
-def _scan_blocks(candles: pd.DataFrame) -> tuple[np.ndarray, bool, bool]:
-    """Block starts, whether the input is sorted, and whether a (inst_id, ts) repeats."""
-    inst = candles["inst_id"].to_numpy()
-    change = np.flatnonzero(inst[1:] != inst[:-1]) + 1
-    starts = np.concatenate(([0], change)).astype(np.int64)
-    step = np.diff(candles["ts"].array.asi8)
-    step[change - 1] = 1  # block boundaries are not time steps
-    blocks_sorted = bool(np.all(inst[starts[:-1]] < inst[starts[1:]]))
-    return starts, blocks_sorted and bool(np.all(step > 0)), bool(np.any(step == 0))
-
-
-def instrument_blocks(candles: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
-    """Return candles sorted by (inst_id, ts) and the start offset of each instrument block.
-
-    The contract already promises sorted input, so the common path only verifies it cheaply
-    (O(n), no sort); unsorted input is sorted.  Duplicate (inst_id, ts) bars are refused: a
-    bar is closed once, and a duplicate would silently shift every trailing window.
-    """
-    ts = candles["ts"]
-    if str(ts.dtype) != "datetime64[ns, UTC]":
-        candles = candles.assign(ts=pd.to_datetime(ts, utc=True).astype("datetime64[ns, UTC]"))
-    if len(candles) == 0:
-        return candles, np.zeros(0, dtype=np.int64)
-    starts, is_sorted, _ = _scan_blocks(candles)
-    if not is_sorted:
-        candles = candles.sort_values(["inst_id", "ts"], kind="stable", ignore_index=True)
-        starts, is_sorted, has_duplicates = _scan_blocks(candles)
-        if has_duplicates or not is_sorted:
-            raise ValueError("candles contain duplicate (inst_id, ts) bars")
-    return candles, starts
-
-
-def check_prices(
-    candles: pd.DataFrame,
-    columns: tuple[str, ...] = ("open", "high", "low", "close"),
-    *,
-    volume: bool = True,
-) -> None:
-    """Log returns need positive finite prices; one bad bar would poison every later window.
-
-    min/max propagate NaN, so two reductions per column check everything without a copy.
-    """
-    for column in columns:
-        values = candles[column].to_numpy(dtype=np.float64)
-        if not (values.min() > 0 and values.max() < np.inf):
-            raise ValueError(f"candle {column} must be finite and > 0")
-    if volume:
-        values = candles["volume"].to_numpy(dtype=np.float64)
-        if not (values.min() >= 0 and values.max() < np.inf):
-            raise ValueError("candle volume must be finite and >= 0")
-
-
 def _log_volume(volume: np.ndarray) -> np.ndarray:
     """Log volume, causal and unit-free, centred on its first bar.
 
@@ -195,6 +99,9 @@ def _tail_window_sum(total: np.ndarray, window: int, start: int) -> np.ndarray:
     return total[start:] - total[start - window : n - window]
 
 
+_COLUMN_INDEX = {name: i for i, name in enumerate(FEATURE_COLUMNS)}
+
+
 def _block_features(
     open_: np.ndarray,
     high: np.ndarray,
@@ -209,18 +116,20 @@ def _block_features(
     `out` is (n_features, n - first_row).  Numpy features are evaluated on those rows only;
     TA-Lib runs over the whole block (its filters need the history) and is cut.
     """
-    col = {name: i for i, name in enumerate(FEATURE_COLUMNS)}
-    w0 = first_row
-    n = len(close)
-    tail = slice(w0, n)
-    close_t = close[tail]
+    tail = slice(first_row, len(close))
+    _return_features(close, out, tail)
+    _volume_and_range_features(open_, high, low, close, volume, out, tail)
+    _talib_features(high, low, close, volume, out, tail)
+
+
+def _return_features(close: np.ndarray, out: np.ndarray, tail: slice) -> None:
+    """Trailing log returns, realised volatilities and their ratios."""
+    col, w0, n = _COLUMN_INDEX, tail.start, tail.stop
     log_close = np.log(close)
     returns = log_returns(close)
     squared = returns * returns
-
     for k in RETURN_WINDOWS:
         np.subtract(log_close[tail], log_close[w0 - k : n - k], out=out[col[f"ret_{k}"]])
-
     per_bar: dict[int, np.ndarray] = {}
     for k in VOLATILITY_WINDOWS:
         rv = out[col[f"rv_{k}"]]
@@ -230,19 +139,43 @@ def _block_features(
     out[col["vol_ratio_5_60"]] = (per_bar[5] + _EPS) / (per_bar[60] + _EPS)
     out[col["vol_ratio_60_1440"]] = (per_bar[60] + _EPS) / (per_bar[1440] + _EPS)
 
+
+def _volume_and_range_features(
+    open_: np.ndarray,
+    high: np.ndarray,
+    low: np.ndarray,
+    close: np.ndarray,
+    volume: np.ndarray,
+    out: np.ndarray,
+    tail: slice,
+) -> None:
+    """Volume z-score over its trailing window, and the bar's shape relative to its price."""
+    col = _COLUMN_INDEX
     log_volume = _log_volume(volume)
     w = VOLUME_Z_WINDOW
-    mean = _tail_window_sum(np.cumsum(log_volume), w, w0) / w
-    mean_sq = _tail_window_sum(np.cumsum(log_volume * log_volume), w, w0) / w
+    mean = _tail_window_sum(np.cumsum(log_volume), w, tail.start) / w
+    mean_sq = _tail_window_sum(np.cumsum(log_volume * log_volume), w, tail.start) / w
     std = np.sqrt(np.maximum(mean_sq - mean * mean, 0.0))
     # A window of identical volumes has no spread: the bar is exactly typical, z = 0.  The
     # 1e-6 cut sits above the running-sum rounding noise and far below any real spread.
     out[col["volume_z_60"]] = _safe_ratio(log_volume[tail] - mean, std, 0.0, tiny=1e-6)
-
+    close_t = close[tail]
     bar_range = high[tail] - low[tail]
     out[col["range_rel"]] = bar_range / close_t
     out[col["body_to_range"]] = _safe_ratio(close_t - open_[tail], bar_range, 0.0)
 
+
+def _talib_features(
+    high: np.ndarray,
+    low: np.ndarray,
+    close: np.ndarray,
+    volume: np.ndarray,
+    out: np.ndarray,
+    tail: slice,
+) -> None:
+    """TA-Lib's indicators over the whole block, cut to the tail, made scale-free."""
+    col = _COLUMN_INDEX
+    close_t = close[tail]
     out[col["rsi_14"]] = talib.RSI(close, timeperiod=14)[tail]
     out[col["atr_14_rel"]] = talib.ATR(high, low, close, timeperiod=14)[tail] / close_t
     _, _, hist = talib.MACD(close, fastperiod=12, slowperiod=26, signalperiod=9)
@@ -301,43 +234,6 @@ def empty_features() -> pd.DataFrame:
     frame["inst_id"] = frame["inst_id"].astype("object")
     frame["ts"] = pd.to_datetime(frame["ts"], utc=True)
     return frame
-
-
-# Below this many candles a thread pool costs more than it saves (an hourly append is ~15k).
-PARALLEL_MIN_CANDLES = 200_000
-
-
-def worker_count() -> int:
-    """Cores this process may use (the affinity mask, not the host's count)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
-def run_blocks(work: Callable[[int], None], blocks: Iterable[int], candles: int) -> None:
-    """Run ``work`` for every instrument block, on all cores for a large input.
-
-    TA-Lib and numpy release the GIL on whole arrays and each block writes only its own
-    slice of the output, so threads give the same bytes as a loop (measured: 2 cores, ~1.8x).
-    """
-    workers = min(worker_count(), 8)
-    if candles < PARALLEL_MIN_CANDLES or workers < 2:
-        for block in blocks:
-            work(block)
-        return
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="blofin-block") as pool:
-        for _ in pool.map(work, blocks):
-            pass  # re-raises the first block's exception
-
-
-def first_output_rows(
-    ts_ns: np.ndarray, starts: np.ndarray, ends: np.ndarray, warmup: int, start: pd.Timestamp | None
-) -> np.ndarray:
-    """Per instrument block, the first row that has `warmup` bars before it and ts >= start."""
-    first = starts + warmup
-    if start is not None:
-        start_ns = pd.Timestamp(start).as_unit("ns").value
-        for i, (lo, hi) in enumerate(zip(starts, ends, strict=True)):
-            first[i] = max(first[i], lo + np.searchsorted(ts_ns[lo:hi], start_ns, side="left"))
-    return first
 
 
 def compute_features(candles: pd.DataFrame, start: pd.Timestamp | None = None) -> pd.DataFrame:

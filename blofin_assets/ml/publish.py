@@ -260,3 +260,18 @@ def result_row(metadata: dict[str, Any], model_path: str) -> dict[str, Any]:
         "data_sources": ",".join(metadata.get("data_sources", [])) or None,
         "recorded_at": pd.Timestamp.now(tz="UTC"),
     }
+
+
+def unrecorded_rows(
+    store: ModelStore, model_names: Sequence[str], recorded: set[tuple[str, str]]
+) -> list[dict[str, object]]:
+    """Rows for every version on disk that the table lacks: a run that died after writing a
+    model but before recording it loses nothing, the next run records it."""
+    rows = []
+    for name in model_names:
+        for version in store.version_names(name):
+            if (name, version) not in recorded:  # only new versions' files are opened
+                metadata = store.read_metadata(name, version)
+                path = store.version_dir(name, metadata["version"]) / "model.pkl"
+                rows.append(result_row(metadata, str(path)))
+    return rows

@@ -39,15 +39,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from blofin_assets.ml.features import (
-    check_prices,
-    first_output_rows,
-    instrument_blocks,
-    log_returns,
-    realised_volatility,
-    rolling_sum,
-    run_blocks,
-)
+from blofin_assets.ml.blocks import check_prices, first_output_rows, instrument_blocks, run_blocks
+from blofin_assets.ml.series import log_returns, realised_volatility, rolling_sum
 
 TARGET_COLUMNS: list[str] = [
     "target_direction",

@@ -87,24 +87,24 @@ def training_columns(spec: ModelSpec) -> list[str]:
     return list(dict.fromkeys(wanted))
 
 
+def in_model_space(spec: ModelSpec, values: np.ndarray, frame: pd.DataFrame) -> np.ndarray:
+    """Target-unit values (a label or a naive forecast of it) in the space the estimator fits:
+    prices as log returns from the bar's close, volatility floored for its log transform."""
+    if spec.target_transform == "log_return":
+        return np.log(values / frame["close"].to_numpy(dtype="float64"))
+    if spec.target_transform == "log":
+        return np.maximum(values, VOLATILITY_FLOOR)
+    return values
+
+
 def model_target(spec: ModelSpec, frame: pd.DataFrame) -> np.ndarray:
     """The array the estimator is asked to predict (before its own inner transforms)."""
-    y = frame[spec.target].to_numpy(dtype="float64")
-    if spec.target_transform == "log_return":
-        return np.log(y / frame["close"].to_numpy(dtype="float64"))
-    if spec.target_transform == "log":
-        return np.maximum(y, VOLATILITY_FLOOR)
-    return y
+    return in_model_space(spec, frame[spec.target].to_numpy(dtype="float64"), frame)
 
 
 def naive_prediction(column: str, spec: ModelSpec, frame: pd.DataFrame) -> np.ndarray:
     """A naive forecast known at t, in the same space as model_target."""
-    naive = frame[column].to_numpy(dtype="float64")
-    if spec.target_transform == "log_return":
-        return np.log(naive / frame["close"].to_numpy(dtype="float64"))
-    if spec.target_transform == "log":
-        return np.maximum(naive, VOLATILITY_FLOOR)
-    return naive
+    return in_model_space(spec, frame[column].to_numpy(dtype="float64"), frame)
 
 
 def strongest_baseline(spec: ModelSpec, train: pd.DataFrame) -> str:
@@ -162,6 +162,76 @@ def cap_rows(train: pd.DataFrame, spec: ModelSpec) -> pd.DataFrame:
     return evenly_spaced(train, cap) if spec.row_sampling == "even" else train.iloc[-cap:]
 
 
+@dataclass(frozen=True)
+class Blocks:
+    """The purged split and the design matrices of both blocks, scaled on the training block."""
+
+    split: PurgedSplit
+    train: pd.DataFrame
+    test: pd.DataFrame
+    scaler: StandardScaler
+    x_train: np.ndarray
+    x_test: np.ndarray
+    y_train: np.ndarray
+    y_test: np.ndarray
+
+
+def split_blocks(
+    spec: ModelSpec, frame: pd.DataFrame, *, horizon: int, test_fraction: float
+) -> Blocks:
+    """Past block to train on, later block to test on, ``horizon`` bars purged between them;
+    the scaler sees the training block only."""
+    if not frame["ts"].is_monotonic_increasing:  # read_training_frame already orders by time
+        frame = frame.sort_values(["ts", "inst_id"], kind="stable").reset_index(drop=True)
+    split = purged_split(frame["ts"], test_fraction=test_fraction, purge_bars=horizon)
+    train = cap_rows(frame.iloc[split.train_index], spec)
+    test = frame.iloc[split.test_index]
+    if spec.max_test_rows is not None and len(test) > spec.max_test_rows:
+        test = evenly_spaced(test, spec.max_test_rows)  # an unbiased sample of the whole block
+    features = list(spec.features)
+    scaler = StandardScaler().fit(train[features].to_numpy(dtype="float64"))
+    y_train, y_test = model_target(spec, train), model_target(spec, test)
+    if spec.task == "classification":
+        y_train, y_test = y_train.astype("int64"), y_test.astype("int64")
+        if len(np.unique(y_train)) < 2:
+            raise TrainingDataError(f"{spec.name}: training block has a single class")
+    return Blocks(
+        split=split,
+        train=train,
+        test=test,
+        scaler=scaler,
+        x_train=scaler.transform(train[features].to_numpy(dtype="float64")),
+        x_test=scaler.transform(test[features].to_numpy(dtype="float64")),
+        y_train=y_train,
+        y_test=y_test,
+    )
+
+
+def evaluate(
+    spec: ModelSpec, estimator: Any, blocks: Blocks
+) -> tuple[Evaluation, dict[str, float]]:
+    """Test metrics beside the naive baseline on the same rows, and the training metrics."""
+    predicted_test = estimator.predict(blocks.x_test)
+    predicted_train = estimator.predict(blocks.x_train)
+    if spec.task == "classification":
+        evaluation = evaluate_classifier(
+            blocks.y_test,
+            predicted_test,
+            y_train=blocks.y_train,
+            primary_metric=spec.primary_metric,
+        )
+        return evaluation, classification_metrics(blocks.y_train, predicted_train)
+    baseline = strongest_baseline(spec, blocks.train)
+    evaluation = evaluate_regressor(
+        blocks.y_test,
+        predicted_test,
+        y_naive=naive_prediction(baseline, spec, blocks.test),
+        primary_metric=spec.primary_metric,
+        baseline_name=baseline,
+    )
+    return evaluation, regression_metrics(blocks.y_train, predicted_train)
+
+
 def train_model(
     spec: ModelSpec,
     frame: pd.DataFrame,
@@ -174,60 +244,23 @@ def train_model(
     missing_baselines = [c for c in spec.baseline_columns if c not in frame.columns]
     if missing_baselines:
         raise TrainingDataError(f"{spec.name}: frame lacks baseline columns {missing_baselines}")
-    if not frame["ts"].is_monotonic_increasing:  # read_training_frame already orders by time
-        frame = frame.sort_values(["ts", "inst_id"], kind="stable").reset_index(drop=True)
-    split = purged_split(frame["ts"], test_fraction=test_fraction, purge_bars=horizon)
-    train = cap_rows(frame.iloc[split.train_index], spec)
-    test = frame.iloc[split.test_index]
-    if spec.max_test_rows is not None and len(test) > spec.max_test_rows:
-        test = evenly_spaced(test, spec.max_test_rows)  # an unbiased sample of the whole block
-    features = list(spec.features)
-
-    scaler = StandardScaler().fit(train[features].to_numpy(dtype="float64"))
-    x_train = scaler.transform(train[features].to_numpy(dtype="float64"))
-    x_test = scaler.transform(test[features].to_numpy(dtype="float64"))
-    y_train = model_target(spec, train)
-    y_test = model_target(spec, test)
-    if spec.task == "classification":
-        y_train = y_train.astype("int64")
-        y_test = y_test.astype("int64")
-        if len(np.unique(y_train)) < 2:
-            raise TrainingDataError(f"{spec.name}: training block has a single class")
-
+    blocks = split_blocks(spec, frame, horizon=horizon, test_fraction=test_fraction)
     estimator = clone(wrap_estimator(spec))
     started = time.perf_counter()
-    estimator.fit(x_train, y_train)
+    estimator.fit(blocks.x_train, blocks.y_train)
     train_seconds = time.perf_counter() - started
-
-    predicted_test = estimator.predict(x_test)
-    predicted_train = estimator.predict(x_train)
-    if spec.task == "classification":
-        evaluation = evaluate_classifier(
-            y_test, predicted_test, y_train=y_train, primary_metric=spec.primary_metric
-        )
-        train_metrics = classification_metrics(y_train, predicted_train)
-    else:
-        baseline = strongest_baseline(spec, train)
-        evaluation = evaluate_regressor(
-            y_test,
-            predicted_test,
-            y_naive=naive_prediction(baseline, spec, test),
-            primary_metric=spec.primary_metric,
-            baseline_name=baseline,
-        )
-        train_metrics = regression_metrics(y_train, predicted_train)
-
+    evaluation, train_metrics = evaluate(spec, estimator, blocks)
     return TrainedModel(
         spec=spec,
         estimator=estimator,
-        scaler=scaler,
+        scaler=blocks.scaler,
         evaluation=evaluation,
         train_metrics=train_metrics,
-        split=split,
-        train_rows=len(train),
-        test_rows=len(test),
-        data_window=(train["ts"].min(), test["ts"].max()),
-        feature_importances=feature_importances(estimator, features),
+        split=blocks.split,
+        train_rows=len(blocks.train),
+        test_rows=len(blocks.test),
+        data_window=(blocks.train["ts"].min(), blocks.test["ts"].max()),
+        feature_importances=feature_importances(estimator, list(spec.features)),
         train_seconds=train_seconds,
         instruments=tuple(sorted(frame["inst_id"].unique())),
     )

@@ -6,6 +6,7 @@ import duckdb
 import pandas as pd
 
 from blofin_assets.storage.connection import insert_new_rows, transaction
+from blofin_assets.storage.sql import scalar
 
 PREDICTIONS_DDL = """
 CREATE TABLE IF NOT EXISTS model_predictions (
@@ -33,3 +34,7 @@ def append_predictions(con: duckdb.DuckDBPyConnection, frame: pd.DataFrame) -> i
     ]  # fmt: skip
     with transaction(con):
         return insert_new_rows(con, "model_predictions", frame, columns)
+
+
+def prediction_count(con: duckdb.DuckDBPyConnection) -> int:
+    return int(scalar(con, "SELECT count(*) FROM model_predictions"))

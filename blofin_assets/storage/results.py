@@ -107,3 +107,20 @@ def promoted_skills(con: duckdb.DuckDBPyConnection, model_name: str, limit: int)
         [model_name, limit],
     ).fetchall()
     return [float(row[0]) for row in rows]
+
+
+def results_size(con: duckdb.DuckDBPyConnection) -> tuple[int, int]:
+    """Rows recorded and the newest id: together, the table's data version."""
+    total, max_id = con.execute(
+        "SELECT count(*), coalesce(max(id), 0) FROM ml_model_results"
+    ).fetchall()[0]
+    return int(total), int(max_id)
+
+
+def latest_results(con: duckdb.DuckDBPyConnection, limit: int = 10) -> pd.DataFrame:
+    """The newest rows' verdicts, for the catalog's preview."""
+    return con.execute(
+        "SELECT id, model_name, status, primary_metric, primary_value, baseline_value, skill "
+        "FROM ml_model_results ORDER BY id DESC LIMIT ?",
+        [limit],
+    ).df()

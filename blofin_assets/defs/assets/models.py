@@ -8,8 +8,6 @@ of its spec, so editing one model's hyperparameters marks that model alone stale
 from datetime import timedelta
 
 from dagster import (
-    AssetCheckResult,
-    AssetCheckSeverity,
     AssetCheckSpec,
     AssetExecutionContext,
     AssetsDefinition,
@@ -24,6 +22,7 @@ from blofin_assets.defs.assets.features import features
 from blofin_assets.defs.assets.metadata import OWNERS, provenance
 from blofin_assets.defs.assets.targets import targets
 from blofin_assets.defs.resources import BlofinSettings, DuckDBWarehouse, ModelStoreResource
+from blofin_assets.defs.verdicts import check_result
 from blofin_assets.ml.gates import REGRESSION_HISTORY
 from blofin_assets.ml.publish import PublishedModel, train_and_publish
 from blofin_assets.ml.specs import ModelSpec
@@ -79,6 +78,21 @@ def materialization_metadata(published: PublishedModel) -> dict[str, object]:
     return metadata
 
 
+def log_outcome(context: AssetExecutionContext, published: PublishedModel) -> None:
+    """Say in the run log what the catalog shows: a rejection, a relabelled promotion."""
+    name = published.trained.spec.name
+    for version in published.interrupted:
+        context.log.warning(
+            f"{name} version {version} was saved as promoted but never served (the run that "
+            "trained it stopped in between); relabelled 'interrupted'"
+        )
+    if published.status != "promoted":
+        context.log.error(
+            f"{name} candidate {published.version} REJECTED, still serving "
+            f"{published.served_version}: {published.status_reason}"
+        )
+
+
 def build_model_asset(spec: ModelSpec) -> AssetsDefinition:
     @asset(
         name=spec.name,
@@ -114,28 +128,10 @@ def build_model_asset(spec: ModelSpec) -> AssetsDefinition:
             run_id=context.run.run_id,
             data_sources=sources,
         )
-        for version in published.interrupted:
-            context.log.warning(
-                f"{spec.name} version {version} was saved as promoted but never served (the "
-                "run that trained it stopped in between); relabelled 'interrupted'"
-            )
-        if published.status != "promoted":
-            context.log.error(
-                f"{spec.name} candidate {published.version} REJECTED, still serving "
-                f"{published.served_version}: {published.status_reason}"
-            )
+        log_outcome(context, published)
         return MaterializeResult(
             metadata={**materialization_metadata(published), **provenance(sources)},
-            check_results=[
-                AssetCheckResult(
-                    check_name=gate.check_name,
-                    passed=gate.passed,
-                    severity=AssetCheckSeverity(gate.severity),
-                    description=gate.description,
-                    metadata=gate.metadata,
-                )
-                for gate in published.gates
-            ],
+            check_results=[check_result(gate) for gate in published.gates],
             data_version=DataVersion(published.version),
         )
 

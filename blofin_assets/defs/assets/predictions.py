@@ -9,8 +9,7 @@ from blofin_assets.defs.assets.metadata import OWNERS, provenance
 from blofin_assets.defs.resources import DuckDBWarehouse, ModelStoreResource
 from blofin_assets.serving.scoring import score_latest
 from blofin_assets.storage.candles import candle_sources
-from blofin_assets.storage.predictions import append_predictions
-from blofin_assets.storage.sql import scalar
+from blofin_assets.storage.predictions import append_predictions, prediction_count
 from blofin_assets.storage.training_rows import latest_feature_rows
 
 
@@ -37,7 +36,7 @@ def build_predictions_asset(
         scored = score_latest(latest, model_names, model_store.models_dir)
         with warehouse.connect() as con:
             added = append_predictions(con, scored)
-            total = scalar(con, "SELECT count(*) FROM model_predictions")
+            total = prediction_count(con)
         preview = scored.pivot_table(
             index="inst_id", columns="model_name", values="prediction", aggfunc="first"
         )

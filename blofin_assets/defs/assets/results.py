@@ -6,24 +6,14 @@ from dagster import AssetsDefinition, DataVersion, MaterializeResult, MetadataVa
 
 from blofin_assets.defs.assets.metadata import OWNERS
 from blofin_assets.defs.resources import DuckDBWarehouse, ModelStoreResource
-from blofin_assets.ml.publish import result_row
-from blofin_assets.ml.store import ModelStore
-from blofin_assets.storage.results import append_results, migrate_results, recorded_versions
-
-
-def unrecorded_rows(
-    store: ModelStore, model_names: Sequence[str], recorded: set[tuple[str, str]]
-) -> list[dict[str, object]]:
-    """Rows for every version on disk that the table lacks: a run that died after writing a
-    model but before recording it loses nothing, the next run records it."""
-    rows = []
-    for name in model_names:
-        for version in store.version_names(name):
-            if (name, version) not in recorded:  # only new versions' files are opened
-                metadata = store.read_metadata(name, version)
-                path = store.version_dir(name, metadata["version"]) / "model.pkl"
-                rows.append(result_row(metadata, str(path)))
-    return rows
+from blofin_assets.ml.publish import unrecorded_rows
+from blofin_assets.storage.results import (
+    append_results,
+    latest_results,
+    migrate_results,
+    recorded_versions,
+    results_size,
+)
 
 
 def build_results_asset(model_assets: Sequence[AssetsDefinition]) -> AssetsDefinition:
@@ -48,13 +38,8 @@ def build_results_asset(model_assets: Sequence[AssetsDefinition]) -> AssetsDefin
         with warehouse.connect() as con:
             migrate_results(con)
             added = append_results(con, unrecorded_rows(store, model_names, recorded_versions(con)))
-            total, max_id = con.execute(
-                "SELECT count(*), coalesce(max(id), 0) FROM ml_model_results"
-            ).fetchall()[0]
-            latest = con.execute(
-                "SELECT id, model_name, status, primary_metric, primary_value, baseline_value, "
-                "skill FROM ml_model_results ORDER BY id DESC LIMIT 10"
-            ).df()
+            total, max_id = results_size(con)
+            latest = latest_results(con)
         return MaterializeResult(
             metadata={
                 "rows_added": MetadataValue.int(added),
