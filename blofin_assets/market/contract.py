@@ -37,9 +37,14 @@ def parse_instruments(text: str) -> list[str]:
     return list(dict.fromkeys(validate_instrument_id(item) for item in items))
 
 
-def empty_candles() -> pd.DataFrame:
-    """A correctly typed empty frame, so 'no new bars' flows through like any other batch."""
-    frame = pd.DataFrame({column: pd.Series(dtype="float64") for column in CANDLE_COLUMNS})
+def empty_keyed_frame(columns: list[str]) -> pd.DataFrame:
+    """A typed empty (inst_id, ts)-keyed frame of float columns, so an empty batch flows
+    through every step like any other."""
+    frame = pd.DataFrame({column: pd.Series(dtype="float64") for column in columns})
     frame["inst_id"] = frame["inst_id"].astype("object")
     frame["ts"] = pd.to_datetime(frame["ts"], utc=True)
-    return frame[CANDLE_COLUMNS]
+    return frame[columns]
+
+
+def empty_candles() -> pd.DataFrame:
+    return empty_keyed_frame(CANDLE_COLUMNS)

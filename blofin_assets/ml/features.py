@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 import talib
 
+from blofin_assets.market.contract import empty_keyed_frame
 from blofin_assets.ml.blocks import check_prices, first_output_rows, instrument_blocks, run_blocks
 from blofin_assets.ml.series import log_returns, realised_volatility
 
@@ -230,10 +231,7 @@ def _calendar_features(ts_ns: np.ndarray, out: np.ndarray) -> None:
 
 def empty_features() -> pd.DataFrame:
     """A typed empty features table, so an empty candle batch flows through unchanged."""
-    frame = pd.DataFrame({column: pd.Series(dtype="float64") for column in OUTPUT_COLUMNS})
-    frame["inst_id"] = frame["inst_id"].astype("object")
-    frame["ts"] = pd.to_datetime(frame["ts"], utc=True)
-    return frame
+    return empty_keyed_frame(OUTPUT_COLUMNS)
 
 
 def compute_features(candles: pd.DataFrame, start: pd.Timestamp | None = None) -> pd.DataFrame:

@@ -20,8 +20,6 @@ from sklearn.metrics import (
     root_mean_squared_error,
 )
 
-CLASSIFICATION_METRICS = ("accuracy", "f1", "precision", "recall")
-REGRESSION_METRICS = ("r2", "mae", "rmse")
 LOWER_IS_BETTER = frozenset({"mae", "rmse"})
 
 

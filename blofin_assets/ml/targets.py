@@ -39,6 +39,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from blofin_assets.market.contract import empty_keyed_frame
 from blofin_assets.ml.blocks import check_prices, first_output_rows, instrument_blocks, run_blocks
 from blofin_assets.ml.series import log_returns, realised_volatility, rolling_sum
 
@@ -79,9 +80,7 @@ def risk_score(volatility: np.ndarray, sigma: np.ndarray, horizon: int) -> np.nd
 
 def empty_targets() -> pd.DataFrame:
     """A typed empty targets table, so an empty candle batch flows through unchanged."""
-    frame = pd.DataFrame({column: pd.Series(dtype="float64") for column in OUTPUT_COLUMNS})
-    frame["inst_id"] = frame["inst_id"].astype("object")
-    frame["ts"] = pd.to_datetime(frame["ts"], utc=True)
+    frame = empty_keyed_frame(OUTPUT_COLUMNS)
     for column in INTEGER_COLUMNS:
         frame[column] = frame[column].astype("int64")
     return frame

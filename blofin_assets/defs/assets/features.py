@@ -1,16 +1,14 @@
 """features: trailing-window, scale-free indicators per (inst_id, ts) over the training window."""
 
-from dagster import DataVersion, MaterializeResult, MetadataValue, asset
+from dagster import MaterializeResult, MetadataValue, asset
 
 from blofin_assets.defs.assets.candles import candles
-from blofin_assets.defs.assets.metadata import OWNERS, derived_table_metadata, provenance
+from blofin_assets.defs.assets.metadata import OWNERS, refresh_derived
 from blofin_assets.defs.resources import BlofinSettings, DuckDBWarehouse
 from blofin_assets.ml.features import (
     FEATURE_COLUMNS,
 )
 from blofin_assets.ml.tables import FEATURES_CODE_VERSION, feature_table
-from blofin_assets.storage.candles import candle_sources
-from blofin_assets.storage.derived import refresh_table
 
 
 @asset(
@@ -26,20 +24,12 @@ from blofin_assets.storage.derived import refresh_table
     pool="duckdb_writer",
 )
 def features(settings: BlofinSettings, warehouse: DuckDBWarehouse) -> MaterializeResult:
-    with warehouse.connect() as con:
-        refresh = refresh_table(
-            con,
-            feature_table(settings),
-            training_days=settings.training_days,
-            bar=settings.bar_delta(),
-        )
-        sources = candle_sources(con)
-    return MaterializeResult(
-        metadata={
-            **derived_table_metadata(refresh, "features", warehouse.path),
-            **provenance(sources),
+    return refresh_derived(
+        feature_table(settings),
+        settings,
+        warehouse,
+        lambda _: {
             "feature_count": MetadataValue.int(len(FEATURE_COLUMNS)),
             "feature_columns": MetadataValue.json(FEATURE_COLUMNS),
         },
-        data_version=DataVersion(refresh.data_version),
     )

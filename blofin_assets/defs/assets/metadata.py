@@ -1,10 +1,15 @@
-"""Metadata shared by the table assets: column schema and row count for the catalog."""
+"""What the table assets share: the refresh of a derived table and the catalog metadata
+(column schema, row count, provenance) every one of them reports."""
 
+from collections.abc import Callable
 from typing import Any
 
-from dagster import MetadataValue, TableColumn, TableSchema
+import duckdb
+from dagster import DataVersion, MaterializeResult, MetadataValue, TableColumn, TableSchema
 
-from blofin_assets.storage.derived import Refresh
+from blofin_assets.defs.resources import BlofinSettings, DuckDBWarehouse
+from blofin_assets.storage.candles import candle_sources
+from blofin_assets.storage.derived import DerivedTable, Refresh, refresh_table
 
 OWNERS = ["team:quant-ml"]
 
@@ -43,3 +48,27 @@ def provenance(sources: list[str]) -> dict[str, Any]:
         "synthetic": MetadataValue.bool(synthetic),
         "data_label": "SYNTHETIC demo market" if synthetic else "real market data",
     }
+
+
+def refresh_derived(
+    table: DerivedTable,
+    settings: BlofinSettings,
+    warehouse: DuckDBWarehouse,
+    describe: Callable[[duckdb.DuckDBPyConnection], dict[str, Any]] | None = None,
+) -> MaterializeResult:
+    """Bring features or targets up to date and report it; ``describe`` adds the table's own
+    metadata, read on the same connection as the write."""
+    with warehouse.connect() as con:
+        refresh = refresh_table(
+            con, table, training_days=settings.training_days, bar=settings.bar_delta()
+        )
+        sources = candle_sources(con)
+        own = describe(con) if describe is not None else {}
+    return MaterializeResult(
+        metadata={
+            **derived_table_metadata(refresh, table.name, warehouse.path),
+            **provenance(sources),
+            **own,
+        },
+        data_version=DataVersion(refresh.data_version),
+    )

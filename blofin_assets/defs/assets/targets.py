@@ -1,13 +1,14 @@
 """targets: the five labels, built from candles t+1..t+H only."""
 
-from dagster import DataVersion, MaterializeResult, MetadataValue, asset
+from typing import Any
+
+import duckdb
+from dagster import MaterializeResult, MetadataValue, asset
 
 from blofin_assets.defs.assets.candles import candles
-from blofin_assets.defs.assets.metadata import OWNERS, derived_table_metadata, provenance
+from blofin_assets.defs.assets.metadata import OWNERS, refresh_derived
 from blofin_assets.defs.resources import BlofinSettings, DuckDBWarehouse
 from blofin_assets.ml.tables import TARGETS_CODE_VERSION, target_table
-from blofin_assets.storage.candles import candle_sources
-from blofin_assets.storage.derived import refresh_table
 from blofin_assets.storage.training_rows import label_balance
 
 
@@ -24,22 +25,12 @@ from blofin_assets.storage.training_rows import label_balance
     pool="duckdb_writer",
 )
 def targets(settings: BlofinSettings, warehouse: DuckDBWarehouse) -> MaterializeResult:
-    with warehouse.connect() as con:
-        refresh = refresh_table(
-            con,
-            target_table(settings),
-            training_days=settings.training_days,
-            bar=settings.bar_delta(),
-        )
-        sources = candle_sources(con)
+    def describe(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
         balance = label_balance(con)
-    return MaterializeResult(
-        metadata={
-            **derived_table_metadata(refresh, "targets", warehouse.path),
-            **provenance(sources),
+        return {
             "horizon_bars": MetadataValue.int(settings.horizon),
             "direction_up_share": MetadataValue.float(balance["direction_up_share"]),
             "momentum_class_shares": MetadataValue.json(balance["momentum_class_shares"]),
-        },
-        data_version=DataVersion(refresh.data_version),
-    )
+        }
+
+    return refresh_derived(target_table(settings), settings, warehouse, describe)
