@@ -16,7 +16,7 @@ from blofin_assets.market.sources.blofin import (
     BlofinClient,
     FetchReport,
 )
-from blofin_assets.market.validation import validate_candles
+from blofin_assets.market.validation.batch import validate_candles
 from blofin_assets_tests.fake_blofin import CANDLES_PATH, FakeBlofin, Fault, random_walk_candles
 
 END = pd.Timestamp("2024-03-15T12:00:00Z")  # last closed 1m bar opens at 11:59, closes here

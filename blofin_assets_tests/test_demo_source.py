@@ -15,9 +15,9 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from blofin_assets.market.bars import BAR_DURATIONS
+from blofin_assets.market.bars import BAR_DURATIONS, latest_closed_bar_open
 from blofin_assets.market.contract import CANDLE_COLUMNS
-from blofin_assets.market.sources.demo import DEMO_EPOCH, demo_candles, latest_closed_bar_open
+from blofin_assets.market.sources.demo import DEMO_EPOCH, demo_candles
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MAJORS = ["BTC-USDT", "ETH-USDT", "SOL-USDT"]

@@ -10,7 +10,8 @@ import pytest
 
 from blofin_assets.market.contract import CANDLE_COLUMNS
 from blofin_assets.market.sources.files import read_candles_file
-from blofin_assets.market.validation import CandleValidationError, validate_candles
+from blofin_assets.market.validation.batch import validate_candles
+from blofin_assets.market.validation.rejections import CandleValidationError
 from blofin_assets_tests.fake_blofin import random_walk_candles
 
 END = pd.Timestamp("2024-05-01T00:00:00Z")

@@ -9,11 +9,11 @@ import pandas as pd
 import pytest
 
 from blofin_assets.market.contract import CANDLE_COLUMNS
-from blofin_assets.market.validation import (
+from blofin_assets.market.validation.batch import validate_candles
+from blofin_assets.market.validation.rejections import (
     REASONS,
     REJECTED_COLUMNS,
     CandleValidationError,
-    validate_candles,
 )
 
 T0 = pd.Timestamp("2024-05-01T00:00:00Z")

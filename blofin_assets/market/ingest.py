@@ -12,12 +12,13 @@ from typing import Any
 
 import pandas as pd
 
+from blofin_assets.market.bars import latest_closed_bar_open
 from blofin_assets.market.contract import CANDLE_COLUMNS
 from blofin_assets.market.settings import MarketSettings
 from blofin_assets.market.sources.blofin import BlofinClient
-from blofin_assets.market.sources.demo import demo_candles, latest_closed_bar_open
+from blofin_assets.market.sources.demo import demo_candles
 from blofin_assets.market.sources.files import read_candles_file
-from blofin_assets.market.validation import validate_candles
+from blofin_assets.market.validation.batch import validate_candles
 from blofin_assets.storage import candles, fingerprints
 from blofin_assets.storage.connection import DuckDBFile
 

@@ -13,9 +13,9 @@ import pandas as pd
 from blofin_assets.market.bars import bar_duration
 from blofin_assets.market.clock import frozen_or_real_now
 from blofin_assets.market.contract import parse_instruments
+from blofin_assets.market.validation.batch import ON_BAD_ROWS_MODES
 
 SOURCES = ("demo", "blofin", "file")
-ON_BAD_ROWS_MODES = ("reject", "quarantine")
 
 
 @dataclass(frozen=True)
@@ -38,7 +38,9 @@ class MarketSettings:
         if self.source == "file" and not self.candles_file:
             raise ValueError("BLOFIN_SOURCE=file needs BLOFIN_CANDLES_FILE (a CSV or Parquet path)")
         if self.on_bad_rows not in ON_BAD_ROWS_MODES:
-            raise ValueError(f"BLOFIN_ON_BAD_ROWS={self.on_bad_rows!r}: expected reject|quarantine")
+            raise ValueError(
+                f"BLOFIN_ON_BAD_ROWS={self.on_bad_rows!r}: expected one of {ON_BAD_ROWS_MODES}"
+            )
         for name, value in (
             ("BLOFIN_LOOKBACK_DAYS", self.lookback_days),
             ("BLOFIN_TRAINING_DAYS", self.training_days),

@@ -20,6 +20,12 @@ def quote_identifier(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+def quote_literal(text: str) -> str:
+    """A string as a SQL literal (a single quote doubled), for the few places DuckDB takes no
+    parameter, such as a table function's file path."""
+    return "'" + text.replace("'", "''") + "'"
+
+
 def column_list(columns: Sequence[str], alias: str = "") -> str:
     """``a.x, a.y``: a select list of quoted columns, qualified by a table alias if given."""
     prefix = f"{alias}." if alias else ""

@@ -131,7 +131,9 @@ def build_model_asset(spec: ModelSpec) -> AssetsDefinition:
         log_outcome(context, published)
         return MaterializeResult(
             metadata={**materialization_metadata(published), **provenance(sources)},
-            check_results=[check_result(gate) for gate in published.gates],
+            check_results=[
+                check_result(gate, check_name=gate.check_name) for gate in published.gates
+            ],
             data_version=DataVersion(published.version),
         )
 

@@ -27,6 +27,7 @@ import pandas as pd
 import requests
 
 from blofin_assets.market.bars import bar_duration
+from blofin_assets.market.clock import as_utc
 from blofin_assets.market.contract import (
     CANDLE_COLUMNS,
     OPTIONAL_CANDLE_COLUMNS,
@@ -116,13 +117,6 @@ class _RateLimiter:
             self._next = max(now, self._next or now) + self.interval
 
 
-def _utc(stamp: pd.Timestamp, name: str) -> pd.Timestamp:
-    value = pd.Timestamp(stamp)
-    if value.tz is None:
-        raise ValueError(f"{name}={stamp!r} has no time zone; pass an aware UTC timestamp")
-    return value.tz_convert("UTC")
-
-
 def _to_ms_ceil(stamp: pd.Timestamp) -> int:
     return -((-stamp.value) // 1_000_000)
 
@@ -155,6 +149,129 @@ def _retry_after(response: requests.Response) -> float | None:
     except ValueError:  # HTTP-date form: fall back to our own backoff
         return None
     return max(seconds, 0.0) if math.isfinite(seconds) else None
+
+
+@dataclass
+class _RetryableFailure:
+    """Why one attempt failed in a way worth retrying, and any wait the server asked for."""
+
+    reason: str
+    status: int | None = None
+    code: str | None = None
+    msg: str | None = None
+    retry_after: float | None = None
+
+
+@dataclass(frozen=True)
+class _PageRequest:
+    """One page's request, which every error about that page names."""
+
+    inst_id: str
+    params: dict[str, str]
+    base_url: str
+
+    @property
+    def url(self) -> str:
+        return f"{self.base_url}{CANDLES_PATH}?{urlencode(self.params)}"
+
+    @property
+    def origin(self) -> str:
+        return f"GET {CANDLES_PATH}?{urlencode(self.params)}"
+
+    def error(self, reason: str, **details: Any) -> BlofinAPIError:
+        """BlofinAPIError naming this request; ``details`` are its status/code/msg/attempts."""
+        return BlofinAPIError(reason, inst_id=self.inst_id, url=self.url, **details)
+
+
+def _page_data(
+    request: _PageRequest, response: requests.Response, attempts: int
+) -> list[list[Any]]:
+    """Validate the envelope; BloFin's error codes and malformed bodies fail at once."""
+
+    def fail(reason: str, code: str | None = None, msg: str | None = None) -> BlofinAPIError:
+        status = response.status_code
+        return request.error(reason, status=status, code=code, msg=msg, attempts=attempts)
+
+    try:
+        body = response.json()
+    except ValueError:
+        raise fail("malformed JSON", msg=response.text[:200]) from None
+    if not isinstance(body, dict):
+        raise fail("response is not a JSON object", msg=str(body)[:200])
+    code = None if body.get("code") is None else str(body.get("code"))
+    msg = body.get("msg")
+    if code != "0":
+        raise fail("BloFin returned an error code", code=code, msg=msg)
+    data = body.get("data")
+    if not isinstance(data, list) or not all(
+        isinstance(row, list) and len(row) >= ROW_LENGTH for row in data
+    ):
+        raise fail(f"data is not a list of {ROW_LENGTH}-field rows", code=code, msg=msg)
+    return data
+
+
+def _page_params(inst_id: str, bar: str, after: int, start_ms: int, step_ms: int) -> dict[str, str]:
+    """Ask for no more bars than slots remain, so a short incremental fetch is one request."""
+    missing_bars = -((start_ms - after) // step_ms)  # ceil((after - start) / step)
+    return {
+        "instId": inst_id,
+        "bar": bar,
+        "after": str(after),
+        "limit": str(min(MAX_LIMIT, missing_bars)),
+    }
+
+
+def _page_stamps(request: _PageRequest, data: list[list[Any]]) -> list[int]:
+    """Bar open times of a page; paging steers by them, so a bad one stops the fetch."""
+    try:
+        return [int(row[TS_INDEX]) for row in data]
+    except (TypeError, ValueError):
+        reason = "a candle ts is not integer epoch milliseconds"
+        raise request.error(reason, status=200, code="0") from None
+
+
+class _WindowRows:
+    """Confirmed rows with start <= ts < end, gathered page by page in BloFin's newest-first
+    order and sorted once at the end."""
+
+    def __init__(self, start_ms: int, end_ms: int) -> None:
+        self.start_ms = start_ms
+        self.end_ms = end_ms
+        self.stamps: list[int] = []
+        self.fields: dict[str, list[str]] = {column: [] for column in ROW_FIELDS}
+        self.origins: list[str] = []
+
+    def add_page(
+        self, page_ts: list[int], data: list[list[Any]], origin: str, report: FetchReport
+    ) -> None:
+        for ts, row in zip(page_ts, data, strict=True):
+            if str(row[CONFIRM_INDEX]) == "0":
+                report.unconfirmed_dropped += 1
+                continue
+            if self.start_ms <= ts < self.end_ms:
+                self.stamps.append(ts)
+                for column, index in ROW_FIELDS.items():
+                    self.fields[column].append(row[index])
+                self.origins.append(origin)
+
+    def frame(self, inst_id: str) -> pd.DataFrame:
+        if not self.stamps:
+            return empty_raw_candles()
+        stamps = np.asarray(self.stamps, dtype=np.int64)
+        order = np.argsort(stamps, kind="stable")
+        frame = pd.DataFrame(
+            {
+                "inst_id": inst_id,
+                "ts": pd.to_datetime(stamps[order], unit="ms", utc=True),
+                **{
+                    column: np.asarray(values, dtype=object)[order]
+                    for column, values in self.fields.items()
+                },
+                "origin": np.asarray(self.origins, dtype=object)[order],
+            }
+        )[RAW_COLUMNS]
+        frame["ts"] = frame["ts"].astype("datetime64[ns, UTC]")
+        return frame
 
 
 class BlofinClient:
@@ -203,95 +320,6 @@ class BlofinClient:
         ceiling = min(self.backoff_max_seconds, self.backoff_base_seconds * (2**attempt))
         return self._rng.uniform(0.0, ceiling)
 
-    def _get_page(
-        self, inst_id: str, params: dict[str, str], report: FetchReport
-    ) -> list[list[Any]]:
-        """One page, with retries for timeouts, connection errors, 429 and 5xx only."""
-        url = self.base_url + CANDLES_PATH
-        full_url = f"{url}?{urlencode(params)}"
-        last: tuple[str, int | None, str | None, str | None] = ("", None, None, None)
-        for attempt in range(self.max_retries + 1):
-            self._limiter.wait()
-            report.requests += 1
-            retry_after: float | None = None
-            try:
-                response = self.session.get(
-                    url,
-                    params=params,
-                    headers={"Accept": "application/json"},
-                    timeout=self.timeout_seconds,
-                )
-            except RETRYABLE_EXCEPTIONS as exc:
-                last = (f"{type(exc).__name__}: {exc}", None, None, None)
-            else:
-                status = response.status_code
-                if status == 429 or status >= 500:
-                    code, msg = _error_fields(response)
-                    last = ("rate limited" if status == 429 else "server error", status, code, msg)
-                    retry_after = _retry_after(response)
-                elif status >= 400:
-                    code, msg = _error_fields(response)
-                    raise BlofinAPIError(
-                        "client error (not retried)",
-                        inst_id=inst_id,
-                        url=full_url,
-                        status=status,
-                        code=code,
-                        msg=msg,
-                        attempts=attempt + 1,
-                    )
-                else:
-                    return self._page_data(inst_id, full_url, response, attempt + 1)
-            if attempt == self.max_retries:
-                reason, status, code, msg = last
-                raise BlofinAPIError(
-                    f"retries exhausted ({self.max_retries}); last error: {reason}",
-                    inst_id=inst_id,
-                    url=full_url,
-                    status=status,
-                    code=code,
-                    msg=msg,
-                    attempts=attempt + 1,
-                )
-            report.retries += 1
-            self._sleep(retry_after if retry_after is not None else self.backoff_delay(attempt))
-        raise AssertionError("unreachable")  # pragma: no cover
-
-    @staticmethod
-    def _page_data(
-        inst_id: str, full_url: str, response: requests.Response, attempts: int
-    ) -> list[list[Any]]:
-        """Validate the envelope; BloFin's error codes and malformed bodies fail at once."""
-        status = response.status_code
-
-        def fail(reason: str, code: str | None = None, msg: str | None = None) -> BlofinAPIError:
-            return BlofinAPIError(
-                reason,
-                inst_id=inst_id,
-                url=full_url,
-                status=status,
-                code=code,
-                msg=msg,
-                attempts=attempts,
-            )
-
-        try:
-            body = response.json()
-        except ValueError:
-            raise fail("malformed JSON", msg=response.text[:200]) from None
-        if not isinstance(body, dict):
-            raise fail("response is not a JSON object", msg=str(body)[:200])
-        code = None if body.get("code") is None else str(body.get("code"))
-        msg = body.get("msg")
-        if code != "0":
-            raise fail("BloFin returned an error code", code=code, msg=msg)
-        data = body.get("data")
-        if not isinstance(data, list) or not all(
-            isinstance(row, list) and len(row) >= ROW_LENGTH for row in data
-        ):
-            raise fail(f"data is not a list of {ROW_LENGTH}-field rows", code=code, msg=msg)
-        return data
-
     def fetch_candles(
         self, inst_id: str, bar: str, start: pd.Timestamp, end: pd.Timestamp
     ) -> tuple[pd.DataFrame, FetchReport]:
@@ -306,77 +334,78 @@ class BlofinClient:
         """
         validate_instrument_id(inst_id)
         step_ms = int(bar_duration(bar).value // 1_000_000)
-        start_ms = _to_ms_ceil(_utc(start, "start"))
-        end_ms = _to_ms_ceil(_utc(end, "end"))
+        start_ms = _to_ms_ceil(as_utc(start, refuse_naive="start"))
+        end_ms = _to_ms_ceil(as_utc(end, refuse_naive="end"))
         report = FetchReport()
-        if start_ms >= end_ms:
-            return empty_raw_candles(), report
-
-        stamps: list[int] = []
-        fields: dict[str, list[str]] = {column: [] for column in ROW_FIELDS}
-        origins: list[str] = []
-        after = end_ms
-        while True:
-            missing_bars = -((start_ms - after) // step_ms)  # ceil((after - start) / step)
-            params = {
-                "instId": inst_id,
-                "bar": bar,
-                "after": str(after),
-                "limit": str(min(MAX_LIMIT, missing_bars)),
-            }
-            data = self._get_page(inst_id, params, report)
-            report.pages += 1
-            if not data:
-                break
-            origin = f"GET {CANDLES_PATH}?{urlencode(params)}"
-            try:
-                page_ts = [int(row[TS_INDEX]) for row in data]
-            except (TypeError, ValueError):
-                raise BlofinAPIError(
-                    "a candle ts is not integer epoch milliseconds",
-                    inst_id=inst_id,
-                    url=f"{self.base_url}{CANDLES_PATH}?{urlencode(params)}",
-                    status=200,
-                    code="0",
-                ) from None
-            for ts, row in zip(page_ts, data, strict=True):
-                if str(row[CONFIRM_INDEX]) == "0":
-                    report.unconfirmed_dropped += 1
-                    continue
-                if start_ms <= ts < end_ms:
-                    stamps.append(ts)
-                    for column, index in ROW_FIELDS.items():
-                        fields[column].append(row[index])
-                    origins.append(origin)
-            oldest = min(page_ts)
-            if oldest >= after:
-                raise BlofinAPIError(
-                    f"paging made no progress (oldest ts {oldest} >= after {after})",
-                    inst_id=inst_id,
-                    url=f"{self.base_url}{CANDLES_PATH}?{urlencode(params)}",
-                    status=200,
-                    code="0",
-                )
-            if oldest - step_ms < start_ms:  # no bar opens in [start, oldest) on the grid
-                break
-            after = oldest
-
-        if not stamps:
-            return empty_raw_candles(), report
-        order = np.argsort(np.asarray(stamps, dtype=np.int64), kind="stable")
-        frame = pd.DataFrame(
-            {
-                "inst_id": inst_id,
-                "ts": pd.to_datetime(
-                    np.asarray(stamps, dtype=np.int64)[order], unit="ms", utc=True
-                ),
-                **{
-                    column: np.asarray(values, dtype=object)[order]
-                    for column, values in fields.items()
-                },
-                "origin": np.asarray(origins, dtype=object)[order],
-            }
-        )[RAW_COLUMNS]
-        frame["ts"] = frame["ts"].astype("datetime64[ns, UTC]")
+        rows = _WindowRows(start_ms, end_ms)
+        if start_ms < end_ms:
+            self._page_backwards(inst_id, bar, step_ms, rows, report)
+        frame = rows.frame(inst_id)
         report.rows = len(frame)
         return frame, report
+
+    def _page_backwards(
+        self, inst_id: str, bar: str, step_ms: int, rows: _WindowRows, report: FetchReport
+    ) -> None:
+        """Walk ``after`` back from the window's end, one page per request, into ``rows``."""
+        after = rows.end_ms
+        while True:
+            params = _page_params(inst_id, bar, after, rows.start_ms, step_ms)
+            request = _PageRequest(inst_id, params, self.base_url)
+            data = self._get_page(request, report)
+            report.pages += 1
+            if not data:
+                return
+            page_ts = _page_stamps(request, data)
+            rows.add_page(page_ts, data, request.origin, report)
+            oldest = min(page_ts)
+            if oldest >= after:
+                reason = f"paging made no progress (oldest ts {oldest} >= after {after})"
+                raise request.error(reason, status=200, code="0")
+            if oldest - step_ms < rows.start_ms:  # no bar opens in [start, oldest) on the grid
+                return
+            after = oldest
+
+    def _get_page(self, request: _PageRequest, report: FetchReport) -> list[list[Any]]:
+        """One page, with retries for timeouts, connection errors, 429 and 5xx only."""
+        for attempt in range(self.max_retries + 1):
+            self._limiter.wait()
+            report.requests += 1
+            outcome = self._attempt(request, attempt + 1)
+            if not isinstance(outcome, _RetryableFailure):
+                return outcome
+            if attempt == self.max_retries:
+                raise request.error(
+                    f"retries exhausted ({self.max_retries}); last error: {outcome.reason}",
+                    status=outcome.status,
+                    code=outcome.code,
+                    msg=outcome.msg,
+                    attempts=attempt + 1,
+                )
+            report.retries += 1
+            wait = outcome.retry_after
+            self._sleep(wait if wait is not None else self.backoff_delay(attempt))
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _attempt(self, request: _PageRequest, attempts: int) -> list[list[Any]] | _RetryableFailure:
+        """One request: the page's rows, a failure worth retrying, or a raised 4xx/bad body."""
+        try:
+            response = self.session.get(
+                self.base_url + CANDLES_PATH,
+                params=request.params,
+                headers={"Accept": "application/json"},
+                timeout=self.timeout_seconds,
+            )
+        except RETRYABLE_EXCEPTIONS as exc:
+            return _RetryableFailure(f"{type(exc).__name__}: {exc}")
+        status = response.status_code
+        if status == 429 or status >= 500:
+            code, msg = _error_fields(response)
+            reason = "rate limited" if status == 429 else "server error"
+            return _RetryableFailure(reason, status, code, msg, _retry_after(response))
+        if status >= 400:
+            code, msg = _error_fields(response)
+            raise request.error(
+                "client error (not retried)", status=status, code=code, msg=msg, attempts=attempts
+            )
+        return _page_data(request, response, attempts)

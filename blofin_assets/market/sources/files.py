@@ -33,21 +33,19 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from blofin_assets.market.validation import (
+from blofin_assets.market.validation.rejections import CandleValidationError
+from blofin_assets.market.validation.text_parsing import (
     NUM_OK,
-    TS_EPOCH_MS,
-    TS_EPOCH_S,
-    TS_TEXT,
-    TS_TYPED,
-    CandleValidationError,
+    TS_GOOD_KINDS,
+    TS_TEXT_KINDS,
     duckdb_connection,
     epoch_micros_sql,
     mixed_timestamp_message,
     number_value_sql,
     parse_query,
-    quote_ident,
     stream_arrow,
 )
+from blofin_assets.storage.sql import quote_identifier, quote_literal
 
 CSV_SUFFIXES: tuple[str, ...] = (".csv", ".csv.gz")
 PARQUET_SUFFIXES: tuple[str, ...] = (".parquet", ".pq")
@@ -94,23 +92,16 @@ def _file_format(path: Path) -> str:
     )
 
 
-def _sql_string(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
-
-
-_ident = quote_ident
-
-
 def _source_sql(path: Path, file_format: str) -> str:
     if file_format == "csv":
         # all_varchar: every value reaches validation as text instead of failing the reader;
         # null_padding: a short row gets empty fields (rejected with its row number);
         # the dialect is pinned so the sniffer cannot guess a different delimiter.
         return (
-            f"read_csv({_sql_string(str(path))}, all_varchar = true, header = true, "
+            f"read_csv({quote_literal(str(path))}, all_varchar = true, header = true, "
             "null_padding = true, delim = ',', quote = '\"', escape = '\"')"
         )
-    return f"read_parquet({_sql_string(str(path))})"
+    return f"read_parquet({quote_literal(str(path))})"
 
 
 def _header_fields(path: Path) -> list[str]:
@@ -131,7 +122,7 @@ def _refuse_extra_fields(
     extra = columns[len(header) :]
     if not extra:
         return
-    condition = " OR ".join(f"{_ident(c)} IS NOT NULL" for c in extra)
+    condition = " OR ".join(f"{quote_identifier(c)} IS NOT NULL" for c in extra)
     rows = con.execute(
         f"SELECT __rn FROM (SELECT *, row_number() OVER () AS __rn FROM {source}) "
         f"WHERE {condition} ORDER BY __rn LIMIT 5"
@@ -249,6 +240,7 @@ def read_candles_file(path: str | Path) -> pd.DataFrame:
 
 
 def _read(con: duckdb.DuckDBPyConnection, path: Path, file_format: str) -> pd.DataFrame:
+    """A cheap profile first, so columns whose every value parses come back typed, not text."""
     source = _source_sql(path, file_format)
     described = con.execute(f"DESCRIBE SELECT * FROM {source}").fetchall()
     types = {row[0]: str(row[1]) for row in described}
@@ -256,64 +248,19 @@ def _read(con: duckdb.DuckDBPyConnection, path: Path, file_format: str) -> pd.Da
         _refuse_extra_fields(con, path, source, list(types))
     layout, mapping, confirm = _resolve_layout(path, types)
     value_columns = [c for c in (*VALUE_COLUMNS, *BLOFIN_OPTIONAL) if c in mapping]
-    ts_column = (_ident(mapping["ts"]), types[mapping["ts"]])
-    numbers = {c: (_ident(mapping[c]), types[mapping[c]]) for c in value_columns}
+    ts_column = (quote_identifier(mapping["ts"]), types[mapping["ts"]])
+    numbers = {c: (quote_identifier(mapping[c]), types[mapping[c]]) for c in value_columns}
     is_open = (
-        f"coalesce(trim(CAST({_ident(confirm)} AS VARCHAR)), '') = '0'" if confirm else "false"
+        f"coalesce(trim(CAST({quote_identifier(confirm)} AS VARCHAR)), '') = '0'"
+        if confirm
+        else "false"
     )
     con.execute(f"CREATE TEMP VIEW source_rows AS SELECT *, {is_open} AS __open FROM {source}")
+    counts = _profile(con, ts_column, numbers, has_confirm=bool(confirm))
 
-    # Pass 1 (parallel, no row numbers): how many values of each column parse, which ts kinds.
-    parsed = parse_query(
-        "(SELECT * FROM source_rows WHERE NOT __open)", ts=ts_column, numbers=numbers
-    )
-    profile: dict[str, str] = {"rows_kept": "count(*)"}
-    for column in value_columns:
-        profile[f"bad_{column}"] = f"count(*) FILTER (WHERE {_ident('__s_' + column)} <> {NUM_OK})"
-    good_kinds = f"{TS_EPOCH_S}, {TS_EPOCH_MS}, {TS_TEXT}, {TS_TYPED}"
-    profile["bad_ts"] = f"count(*) FILTER (WHERE __ts_kind NOT IN ({good_kinds}))"
-    for kind in (TS_EPOCH_S, TS_EPOCH_MS, TS_TEXT, TS_TYPED):
-        profile[f"kind_{kind}"] = f"count(*) FILTER (WHERE __ts_kind = {kind})"
-    profile["dropped"] = "0"
-    aggregates = ", ".join(f"{expr} AS {_ident(alias)}" for alias, expr in profile.items())
-    row = con.execute(f"SELECT {aggregates} FROM ({parsed})").fetchall()[0]
-    counts = dict(zip(profile, (int(v) for v in row), strict=True))
-    if confirm:
-        counts["dropped"] = int(
-            con.execute("SELECT count(*) FROM source_rows WHERE __open").fetchall()[0][0]
-        )
-
-    # Pass 2 (ordered, numbered): typed where every value parsed, text where validation must look.
     numbered = "(SELECT *, row_number() OVER () AS __rn FROM source_rows)"
-    present = [k for k in (TS_EPOCH_S, TS_EPOCH_MS, TS_TEXT) if counts[f"kind_{k}"]]
-    if len(present) > 1:
-        with_kinds = parse_query(numbered, ts=ts_column, numbers={})
-        examples = {
-            kind: [
-                f"row {r[0]}"
-                for r in con.execute(
-                    f"SELECT __rn FROM ({with_kinds}) WHERE NOT __open AND __ts_kind = {kind} "
-                    "ORDER BY __rn LIMIT 5"
-                ).fetchall()
-            ]
-            for kind in present
-        }
-        raise CandleValidationError(f"{path.name}: {mixed_timestamp_message(examples)}")
-
-    select = [f"CAST({_ident(mapping['inst_id'])} AS VARCHAR) AS inst_id"]
-    good = [k for k in (TS_EPOCH_S, TS_EPOCH_MS, TS_TEXT, TS_TYPED) if counts[f"kind_{k}"]]
-    if counts["bad_ts"] == 0 and len(good) == 1:
-        select.append(f"{epoch_micros_sql(*ts_column, good[0])} AS __ts_us")
-    else:
-        select.append(f"CAST({ts_column[0]} AS VARCHAR) AS ts")
-    for column in value_columns:
-        source_column, duck_type = numbers[column]
-        if counts[f"bad_{column}"] == 0:
-            select.append(f"{number_value_sql(source_column, duck_type)} AS {_ident(column)}")
-        else:
-            select.append(f"CAST({source_column} AS VARCHAR) AS {_ident(column)}")
-    select.append(f"{_sql_string(path.name + ' row ')} || CAST(__rn AS VARCHAR) AS origin")
-    query = f"SELECT {', '.join(select)} FROM {numbered} WHERE NOT __open"
+    _refuse_mixed_timestamps(con, path, numbered, ts_column, counts)
+    query = _typed_query(path, numbered, mapping, ts_column, numbers, counts)
     data = _collect(stream_arrow(con, query), counts["rows_kept"])
     frame = pd.DataFrame(data, copy=False)
     frame.attrs.update(
@@ -325,3 +272,85 @@ def _read(con: duckdb.DuckDBPyConnection, path: Path, file_format: str) -> pd.Da
         }
     )
     return frame
+
+
+def _profile(
+    con: duckdb.DuckDBPyConnection,
+    ts_column: tuple[str, str],
+    numbers: dict[str, tuple[str, str]],
+    *,
+    has_confirm: bool,
+) -> dict[str, int]:
+    """Pass 1 (parallel, no row numbers): how many values of each column parse, which ts kinds."""
+    parsed = parse_query(
+        "(SELECT * FROM source_rows WHERE NOT __open)", ts=ts_column, numbers=numbers
+    )
+    profile: dict[str, str] = {"rows_kept": "count(*)"}
+    for column in numbers:
+        status = quote_identifier("__s_" + column)
+        profile[f"bad_{column}"] = f"count(*) FILTER (WHERE {status} <> {NUM_OK})"
+    good_kinds = ", ".join(str(kind) for kind in TS_GOOD_KINDS)
+    profile["bad_ts"] = f"count(*) FILTER (WHERE __ts_kind NOT IN ({good_kinds}))"
+    for kind in TS_GOOD_KINDS:
+        profile[f"kind_{kind}"] = f"count(*) FILTER (WHERE __ts_kind = {kind})"
+    profile["dropped"] = "0"
+    aggregates = ", ".join(
+        f"{expr} AS {quote_identifier(alias)}" for alias, expr in profile.items()
+    )
+    row = con.execute(f"SELECT {aggregates} FROM ({parsed})").fetchall()[0]
+    counts = dict(zip(profile, (int(v) for v in row), strict=True))
+    if has_confirm:
+        counts["dropped"] = int(
+            con.execute("SELECT count(*) FROM source_rows WHERE __open").fetchall()[0][0]
+        )
+    return counts
+
+
+def _refuse_mixed_timestamps(
+    con: duckdb.DuckDBPyConnection,
+    path: Path,
+    numbered: str,
+    ts_column: tuple[str, str],
+    counts: dict[str, int],
+) -> None:
+    """The epoch unit is decided for the whole column, so a mixed one is refused with rows."""
+    present = [k for k in TS_TEXT_KINDS if counts[f"kind_{k}"]]
+    if len(present) <= 1:
+        return
+    with_kinds = parse_query(numbered, ts=ts_column, numbers={})
+    examples = {
+        kind: [
+            f"row {r[0]}"
+            for r in con.execute(
+                f"SELECT __rn FROM ({with_kinds}) WHERE NOT __open AND __ts_kind = {kind} "
+                "ORDER BY __rn LIMIT 5"
+            ).fetchall()
+        ]
+        for kind in present
+    }
+    raise CandleValidationError(f"{path.name}: {mixed_timestamp_message(examples)}")
+
+
+def _typed_query(
+    path: Path,
+    numbered: str,
+    mapping: dict[str, str],
+    ts_column: tuple[str, str],
+    numbers: dict[str, tuple[str, str]],
+    counts: dict[str, int],
+) -> str:
+    """Pass 2 (ordered, numbered): typed where every value parsed, text where validation looks."""
+    select = [f"CAST({quote_identifier(mapping['inst_id'])} AS VARCHAR) AS inst_id"]
+    good = [k for k in TS_GOOD_KINDS if counts[f"kind_{k}"]]
+    if counts["bad_ts"] == 0 and len(good) == 1:
+        select.append(f"{epoch_micros_sql(*ts_column, good[0])} AS __ts_us")
+    else:
+        select.append(f"CAST({ts_column[0]} AS VARCHAR) AS ts")
+    for column, (source_column, duck_type) in numbers.items():
+        output = quote_identifier(column)
+        if counts[f"bad_{column}"] == 0:
+            select.append(f"{number_value_sql(source_column, duck_type)} AS {output}")
+        else:
+            select.append(f"CAST({source_column} AS VARCHAR) AS {output}")
+    select.append(f"{quote_literal(path.name + ' row ')} || CAST(__rn AS VARCHAR) AS origin")
+    return f"SELECT {', '.join(select)} FROM {numbered} WHERE NOT __open"
