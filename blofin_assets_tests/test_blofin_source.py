@@ -10,12 +10,8 @@ import pytest
 import requests
 
 from blofin_assets.market.contract import CANDLE_COLUMNS
-from blofin_assets.market.sources.blofin import (
-    RAW_COLUMNS,
-    BlofinAPIError,
-    BlofinClient,
-    FetchReport,
-)
+from blofin_assets.market.sources.blofin import BlofinClient
+from blofin_assets.market.sources.blofin_pages import RAW_COLUMNS, BlofinAPIError, FetchReport
 from blofin_assets.market.validation.batch import validate_candles
 from blofin_assets_tests.fake_blofin import CANDLES_PATH, FakeBlofin, Fault, random_walk_candles
 
