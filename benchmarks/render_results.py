@@ -1,12 +1,14 @@
-"""Render the JSON lines of ``run_benchmark.py --jsonl FILE`` as the markdown tables of
-RESULTS.md.
+"""Render the JSON lines of ``run_benchmark.py`` as the markdown tables of RESULTS.md.
 
 Usage::
 
-    python benchmarks/render_results.py FILE.jsonl [MORE.jsonl ...] > tables.md
+    python benchmarks/render_results.py benchmarks/results/latest.jsonl > tables.md
+    python benchmarks/render_results.py benchmarks/results/raw/*.jsonl
 
 Every summary line becomes a column of the main table; every run line a row of the per-run
-table; model skill comes from the summaries (medians).
+table; model skill comes from the summaries (medians). Runs that no summary line follows (runs
+of two checkouts interleaved by hand, labelled by a ``code`` field) are summarized here, one
+column per workload, executor and code.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from run_benchmark import PHASE_RUNS, phase_medians  # this directory, beside this script
+from harness.dagster_runs import PHASE_RUNS  # this directory, beside this script
+from harness.summary import phase_medians, summarize
 
 
 def load(paths: list[str]) -> list[dict[str, Any]]:
@@ -31,7 +34,8 @@ def load(paths: list[str]) -> list[dict[str, Any]]:
 def label(summary: dict[str, Any]) -> str:
     extra = summary.get("env_overrides") or {}
     env = "".join(f" {k}={v}" for k, v in extra.items())
-    return f"{summary['workload']} {summary['executor']}{env} ({summary['source']})"
+    code = f" at {summary['code'].split()[0]}" if summary.get("code") else ""
+    return f"{summary['workload']} {summary['executor']}{env} ({summary['source']}){code}"
 
 
 def table(header: list[str], rows: list[list[str]]) -> str:
@@ -135,7 +139,9 @@ def runs_table(runs: list[dict[str, Any]]) -> str:
     rows = [
         [
             r["workload"],
-            r["executor"] + "".join(f" {k}={v}" for k, v in (r.get("env_overrides") or {}).items()),
+            r["executor"]
+            + "".join(f" {k}={v}" for k, v in (r.get("env_overrides") or {}).items())
+            + (f" at {r['code'].split()[0]}" if r.get("code") else ""),
             number(r["run_seconds"]),
             number(r["cpu_seconds_process_total"]),
             number(r["peak_rss_mb"], 0),
@@ -154,22 +160,35 @@ def runs_table(runs: list[dict[str, Any]]) -> str:
     return table(header, rows)
 
 
-def add_phase_medians(summary: dict[str, Any], runs: list[dict[str, Any]]) -> None:
-    """Summaries written before they carried the phase medians get them from their runs."""
-    for run, medians in phase_medians(runs).items():
-        summary.setdefault(run, medians)
+def group_key(record: dict[str, Any]) -> tuple[str, str, str]:
+    return record["workload"], record["executor"], str(record.get("code"))
+
+
+def summaries_and_runs(records: list[dict[str, Any]]) -> list[tuple[dict[str, Any], list]]:
+    """Each summary with the runs it summarizes (the runs before it, in file order), then a
+    summary computed here for each group of runs that no summary line followed."""
+    pending: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+    pairs = []
+    for record in records:
+        if record["kind"] == "run":
+            pending.setdefault(group_key(record), []).append(record)
+        elif record["kind"] == "summary":
+            runs = pending.pop(group_key(record), [])
+            # Summaries written before they carried these take them from their runs.
+            if runs:
+                record.setdefault("env_overrides", runs[0].get("env_overrides"))
+            for run, medians in phase_medians(runs).items():
+                record.setdefault(run, medians)
+            pairs.append((record, runs))
+    pairs += [(summarize(runs), runs) for runs in pending.values()]
+    return pairs
 
 
 def main(paths: list[str]) -> None:
     records = load(paths)
-    summaries = [r for r in records if r["kind"] == "summary"]
-    runs = [r for r in records if r["kind"] == "run"]
-    for summary in summaries:  # summaries do not carry the env; take it from their runs
-        match = next(r for r in runs if r["workload"] == summary["workload"]
-                     and r["executor"] == summary["executor"])  # fmt: skip
-        summary.setdefault("env_overrides", match.get("env_overrides"))
-        add_phase_medians(summary, [r for r in runs if r["workload"] == summary["workload"]
-                                    and r["executor"] == summary["executor"]])  # fmt: skip
+    pairs = summaries_and_runs(records)
+    summaries = [summary for summary, _ in pairs]
+    runs = [run for _, group in pairs for run in group]
     scaling = [r for r in records if r["kind"] == "scaling"]
     print("### Medians per workload\n")
     print(main_table(summaries))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import ast
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -148,3 +149,17 @@ def test_the_code_location_entry_point_sets_the_process_policy() -> None:
     effects = probe("blofin_assets.definitions")
     assert effects["omp_after"] == "PASSIVE"
     assert effects["frozen"] > 0
+
+
+def test_architecture_md_names_every_room_of_the_tree() -> None:
+    """ARCHITECTURE.md matches the tree: every package folder and module is named in it, and
+    every module it names exists (a renamed room fails here until the page follows)."""
+    text = (PACKAGE.parent / "ARCHITECTURE.md").read_text()
+    words = set(re.findall(r"[A-Za-z_][A-Za-z0-9_]*", text))
+    folders = sorted({path.parent.name for path in PACKAGE.rglob("*.py")} - {"blofin_assets"})
+    modules = sorted({path.stem for path in PACKAGE.rglob("*.py")} - {"__init__"})
+    assert [f for f in folders if f"{f}/" not in text] == []
+    assert [m for m in modules if m not in words] == []
+    tree = text.split("```")[1]  # the drawing of the tree; prose may name rooms yet to come
+    named = set(re.findall(r"([a-z_]+)\.py\b", tree))
+    assert sorted(named - set(modules)) == []
