@@ -19,8 +19,8 @@ def candles_unique(con: duckdb.DuckDBPyConnection) -> Verdict:
     """Duplicate (inst_id, ts) rows.
 
     The product's candles table has that PRIMARY KEY, which DuckDB enforces on every insert, so
-    there the catalog answers instead of a count over all history every hour (0.5 s at 5 M
-    candles); a table without the key, created by other means, is counted row by row.
+    there the catalog answers instead of a count over all history every hour (a scan that grows
+    with the history); a table without the key, created by other means, is counted row by row.
     """
     keyed = scalar(
         con,
