@@ -39,8 +39,9 @@ from harness.output import Lines, raw_path
 
 @dataclass(frozen=True)
 class TableSettings:
-    """What the feature and target tables depend on (ml.tables reads these three)."""
+    """What the feature and target tables depend on (ml.tables reads these four)."""
 
+    instruments: str
     training_days: int
     bar: str
     horizon: int
@@ -84,6 +85,7 @@ def profile_tables(db: Path, args: argparse.Namespace, profiler: Profiler) -> No
     with connect(db, read_only=True) as con:
         # The window ends at the newest stored candle; the warm-up before it is read too.
         window_start = newest_candle_ts(con) - pd.Timedelta(days=args.training_days)
+        stored = con.execute("SELECT DISTINCT inst_id FROM candles ORDER BY 1").fetchall()
         warmup_bars = max(FEATURE_WARMUP_BARS, RISK_REFERENCE_BARS)
         with profiler.timed("read_candles") as record:
             candles = read_candles(con, start=window_start - warmup_bars * bar)
@@ -92,7 +94,8 @@ def profile_tables(db: Path, args: argparse.Namespace, profiler: Profiler) -> No
         compute_features(candles, start=window_start)
     with profiler.timed("compute_targets", rows=len(candles)):
         compute_targets(candles, horizon=args.horizon, start=window_start)
-    settings = TableSettings(args.training_days, args.bar, args.horizon)
+    instruments = ",".join(row[0] for row in stored)  # every instrument the run stored
+    settings = TableSettings(instruments, args.training_days, args.bar, args.horizon)
     for table in (feature_table(settings), target_table(settings)):
         # The whole step body: read, compute, write, content hash (a rebuild: the copy's
         # table is dropped first, as on a first build).

@@ -52,6 +52,55 @@ def iid_market(bars: int, seed: int = 7) -> pd.DataFrame:
     return candles_from_closes(closes)
 
 
+def jump_market(bars: int, seed: int = 11) -> pd.DataFrame:
+    """The i.i.d. market with one 50 % price jump in one instrument, early in the history: it
+    inflates every trailing day level that spans it, so a rule chosen on training rows would
+    be the weak one on the test rows."""
+    market = iid_market(bars, seed=seed)
+    sol = market["inst_id"] == "SOL-USDT"
+    jump_at = market.loc[sol, "ts"].iloc[bars // 4]
+    after = sol & (market["ts"] >= jump_at)
+    for column in ("open", "high", "low", "close"):
+        market.loc[after, column] *= 1.5
+    first = market.index[sol & (market["ts"] == jump_at)][0]
+    market.loc[first, "open"] = market.loc[first - 1, "close"]  # the jump happens inside a bar
+    market.loc[first, "low"] = min(market.loc[first, "low"], market.loc[first, "open"])
+    return market
+
+
+def ar1_market(bars: int, phi: float = 0.3, seed: int = 5) -> pd.DataFrame:
+    """Each 1-bar return partly repeats the last one: direction persistence is a strong rule,
+    and a model must beat it, not the class shares."""
+    rng = np.random.default_rng(seed)
+    closes = {}
+    for inst, level in (("BTC-USDT", 60000.0), ("ETH-USDT", 3000.0), ("SOL-USDT", 150.0)):
+        shocks = rng.normal(0.0, 1e-3, bars)
+        returns = np.empty(bars)
+        returns[0] = shocks[0]
+        for i in range(1, bars):
+            returns[i] = phi * returns[i - 1] + shocks[i]
+        closes[inst] = level * np.exp(np.cumsum(returns))
+    return candles_from_closes(closes)
+
+
+def volume_signal_market(bars: int, seed: int = 9) -> pd.DataFrame:
+    """Noise, except that after a volume spike (about one bar in twenty) the price drifts up
+    over the next bars: no rule on price alone sees it, a model reading volume_z_60 can."""
+    rng = np.random.default_rng(seed)
+    frames = []
+    for inst, level in (("BTC-USDT", 60000.0), ("ETH-USDT", 3000.0), ("SOL-USDT", 150.0)):
+        spike = rng.random(bars) < 0.05
+        drift = np.zeros(bars)
+        for lag in range(1, 6):
+            drift[lag:] += np.where(spike[:-lag], 1.2e-3, 0.0)
+        returns = rng.normal(0.0, 1e-3, bars) + drift - drift.mean()
+        close = level * np.exp(np.cumsum(returns))
+        frame = candles_from_closes({inst: close})
+        frame["volume"] = np.where(spike, 200.0, 10.0) * np.exp(rng.normal(0.0, 0.1, bars))
+        frames.append(frame)
+    return pd.concat(frames, ignore_index=True)
+
+
 def labelled_rows(candles: pd.DataFrame, horizon: int = 5) -> pd.DataFrame:
     """Features joined to targets in memory, as the models' training read joins the tables."""
     start = candles["ts"].min()

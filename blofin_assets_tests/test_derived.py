@@ -18,7 +18,7 @@ from blofin_assets.defs.resources import BlofinSettings
 from blofin_assets.market.sources.demo import demo_candles
 from blofin_assets.ml.features import FEATURE_WARMUP_BARS, compute_features
 from blofin_assets.ml.specs import MODEL_SPECS
-from blofin_assets.ml.tables import feature_table, target_table
+from blofin_assets.ml.tables import FEATURES_CODE_VERSION, feature_table, target_table
 from blofin_assets.ml.targets import compute_targets
 from blofin_assets.ml.training import training_columns
 from blofin_assets.storage.candles import insert_new_candles
@@ -27,11 +27,7 @@ from blofin_assets.storage.derived import DerivedTable, Refresh, refresh_table
 from blofin_assets.storage.fingerprints import RECORDED, candle_content, whole_table_fingerprint
 from blofin_assets.storage.sql import table_columns, table_exists
 from blofin_assets.storage.training_rows import read_training_frame
-
-INSTRUMENTS = ["BTC-USDT", "ETH-USDT", "SOL-USDT"]
-T0 = pd.Timestamp("2026-11-10 00:00", tz="UTC")
-DAYS = 3  # training window; the market below starts two days before it
-BAR = pd.Timedelta(minutes=1)
+from blofin_assets_tests.derived_markets import BAR, DAYS, INSTRUMENTS, T0, market, thin_market
 
 
 def settings(**overrides: object) -> BlofinSettings:
@@ -39,13 +35,9 @@ def settings(**overrides: object) -> BlofinSettings:
     return BlofinSettings(**values)
 
 
-def market(end: pd.Timestamp, instruments: list[str] = INSTRUMENTS) -> pd.DataFrame:
-    return demo_candles(instruments, "1m", T0 - pd.Timedelta(days=DAYS + 2), end)
-
-
 def store(path: Path, candles: pd.DataFrame) -> None:
     with connect(path) as con:
-        insert_new_candles(con, candles, source="demo")
+        insert_new_candles(con, candles, source="demo", bar="1m")
 
 
 def refresh(path: Path, table: DerivedTable) -> Refresh:
@@ -90,17 +82,20 @@ def assert_same_rows(appended: pd.DataFrame, full: pd.DataFrame) -> None:
             np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-9 * scale, err_msg=column)
 
 
+@pytest.mark.parametrize("candles_until", [market, thin_market], ids=["market", "thin"])
 @pytest.mark.parametrize("spec", [feature_table, target_table])
-def test_an_hourly_append_equals_a_rebuild_and_reads_only_the_warm_up(tmp_path: Path, spec) -> None:
+def test_an_hourly_append_equals_a_rebuild_and_reads_only_the_warm_up(
+    tmp_path: Path, spec, candles_until
+) -> None:
     table = spec(settings())
     path = tmp_path / "blofin.duckdb"
-    store(path, market(T0))
+    store(path, candles_until(T0))
     first = refresh(path, table)
     assert first.mode == "rebuild" and first.reason.startswith("first build")
     assert first.content_hash == stored_content_hash(path, table.name)
 
     later = T0 + pd.Timedelta(minutes=60)
-    store(path, market(later))
+    store(path, candles_until(later))
     hourly = refresh(path, table)
 
     assert hourly.mode == "append", hourly.reason
@@ -110,7 +105,7 @@ def test_an_hourly_append_equals_a_rebuild_and_reads_only_the_warm_up(tmp_path: 
     # unlabelled were read, not the 3-day window.
     unlabelled = table.settings.get("horizon", 0)
     assert hourly.candles_read == len(INSTRUMENTS) * (table.warmup_bars + 60 + unlabelled)
-    full = rebuilt(tmp_path, market(later), table)
+    full = rebuilt(tmp_path, candles_until(later), table)
     assert_same_rows(read(path, table.name), full)
     assert hourly.rows == len(full)
     # The content hash is kept up to date from what left and came; it must equal a full
@@ -203,7 +198,7 @@ def test_a_new_code_version_rebuilds(tmp_path: Path) -> None:
     bumped = DerivedTable(**{**table.__dict__, "code_version": "features-99"})
     result = refresh(path, bumped)
     assert result.mode == "rebuild"
-    assert "features-1 -> features-99" in result.reason
+    assert f"{FEATURES_CODE_VERSION} -> features-99" in result.reason
 
 
 def built(tmp_path: Path, spec=feature_table) -> tuple[Path, DerivedTable]:
@@ -309,7 +304,8 @@ def test_a_price_edited_in_place_is_seen_once_the_next_insert_records_it(
         "UPDATE candles SET close = close * 1.001 WHERE inst_id = 'BTC-USDT' AND ts = ?",
         [hours_before_t0(5)],
     )
-    store(path, market(T0 + pd.Timedelta(minutes=60)))
+    # Only the new hour: re-sending the edited bar's original values would be a conflict.
+    store(path, market(T0 + pd.Timedelta(minutes=60)).loc[lambda f: f["ts"] >= T0])
     result = refresh(path, table)
     assert result.mode == "rebuild" and "BTC-USDT (+0 rows)" in result.reason
 

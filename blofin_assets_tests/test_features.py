@@ -332,31 +332,43 @@ def test_features_are_scale_free(candles, features):
         )
 
 
-def test_zero_volume_bars_count_as_the_quietest_bar_so_far():
+def volume_z_reference(volume: np.ndarray) -> np.ndarray:
+    """volume_z_60 from its definition, one window at a time: a zero-volume bar counts as the
+    quietest traded bar of the same 60-bar window; a window with no trade reads 0."""
+    z = np.full(len(volume), np.nan)
+    for t in range(59, len(volume)):
+        window = volume[t - 59 : t + 1]
+        traded = window[window > 0]
+        if len(traded) == 0:
+            z[t] = 0.0
+            continue
+        logs = np.log(np.where(window > 0, window, traded.min()))
+        spread = logs.std()
+        z[t] = (logs[-1] - logs.mean()) / spread if spread > 1e-6 else 0.0
+    return z
+
+
+def test_zero_volume_bars_count_as_the_quietest_traded_bar_of_their_window():
     c = make_candles("DOGE-USDT", 0.1, seed=3)
     volume = c["volume"].to_numpy().copy()
+    volume[:200] = 0.0  # listed before its first trade
     volume[FEATURE_WARMUP_BARS - 100 :: 7] = 0.0
+    volume[FEATURE_WARMUP_BARS - 300] = 1e-9  # barely traded, long before the rows' windows
+    volume[FEATURE_WARMUP_BARS + 100 : FEATURE_WARMUP_BARS + 159] = 0.0  # one trade in 60
     volume[-70:] = 0.0  # the last 60-bar windows hold no trade at all
     c["volume"] = volume
     got = compute_features(c)
     assert np.isfinite(got[FEATURE_COLUMNS].to_numpy()).all()
 
-    filled, smallest = volume.copy(), np.inf
-    for i, value in enumerate(volume):
-        if value > 0:
-            smallest = min(smallest, value)
-        else:
-            filled[i] = smallest
-    log_volume = pd.Series(np.log(filled))
-    roll = log_volume.rolling(60)
-    spread = roll.std(ddof=0).to_numpy()
-    centred = (log_volume - roll.mean()).to_numpy()
-    z = np.divide(centred, spread, out=np.zeros_like(centred), where=spread > 1e-6)
-    np.testing.assert_allclose(got["volume_z_60"], z[FEATURE_WARMUP_BARS:], rtol=1e-7, atol=1e-9)
+    z = volume_z_reference(volume)[FEATURE_WARMUP_BARS:]
+    np.testing.assert_allclose(got["volume_z_60"], z, rtol=1e-7, atol=1e-9)
     assert (got["volume_z_60"].to_numpy()[-11:] == 0.0).all()
     # Still independent of the volume unit, zero bars included.
     c["volume"] = volume * 1e-4
     np.testing.assert_allclose(compute_features(c)["volume_z_60"], got["volume_z_60"], atol=1e-9)
+    # And of the bars before the window: the row equals the one computed from its warm-up.
+    served = compute_features(c.iloc[-(FEATURE_WARMUP_BARS + 80) :])
+    np.testing.assert_allclose(served["volume_z_60"], got["volume_z_60"].iloc[-80:], atol=1e-9)
 
 
 def test_all_cores_give_the_same_bytes_as_one_block_after_another(candles, features, monkeypatch):

@@ -87,8 +87,30 @@ def test_new_candles_make_every_model_stale(project: Project, instance: DagsterI
         assert node["staleStatus"] == "STALE", name
         data_causes = [c for c in node["staleCauses"] if c["category"] == "DATA"]
         assert data_causes, node["staleCauses"]
-        assert {"/".join(c["key"]["path"]) for c in data_causes} == {"features", "targets"}
+        assert {"/".join(c["key"]["path"]) for c in data_causes} == {
+            "candles",
+            "features",
+            "targets",
+        }
         assert all(c["reason"] == "has a new data version" for c in data_causes), data_causes
+
+
+def test_new_candles_alone_make_every_model_stale_before_features_are_rebuilt(
+    project: Project, instance: DagsterInstance
+) -> None:
+    """Only `candles` materialized with new bars: the models depend on it directly, so the UI
+    shows them Unsynced at once, with candles as the cause (not only features and targets)."""
+    project.run(instance)
+    project.set_env(BLOFIN_AS_OF="2026-11-20T12:30:30Z")
+    project.run(instance, ["candles"])
+    nodes = asset_nodes(instance)
+    for name in ["features", "targets", *MODEL_NAMES]:
+        node = nodes[name]
+        assert node["staleStatus"] == "STALE", (name, node["staleCauses"])
+        causes = {
+            "/".join(c["key"]["path"]) for c in node["staleCauses"] if c["category"] == "DATA"
+        }
+        assert causes == {"candles"}, (name, node["staleCauses"])
 
 
 def test_editing_one_models_hyperparameters_makes_that_model_alone_stale(

@@ -206,7 +206,7 @@ def test_asset_graph_shape(project: Project) -> None:
     }  # fmt: skip
     for name in MODEL_NAMES:
         node = graph.get(AssetKey(name))
-        assert {p.to_user_string() for p in node.parent_keys} == {"features", "targets"}
+        assert {p.to_user_string() for p in node.parent_keys} == {"candles", "features", "targets"}
         assert node.group_name == "models" and node.owners and node.kinds
         assert node.code_version == next(s.code_version for s in MODEL_SPECS if s.name == name)
     assert {p.to_user_string() for p in graph.get(AssetKey("ml_model_results")).parent_keys} == set(

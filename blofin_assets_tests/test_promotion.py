@@ -121,4 +121,5 @@ def test_a_promotion_cut_short_is_relabelled_and_never_counts_as_promoted(
     assert store.read_metadata(name, newest)["status"] == "promoted"
     # The regression gate's history holds only versions that were served.
     with duckdb.connect(str(project.db_path), read_only=True) as con:
-        assert len(promoted_skills(con, name, 10)) == 2
+        definition = store.read_metadata(name, newest)["target_definition"]
+        assert len(promoted_skills(con, name, definition, 10)) == 2

@@ -55,7 +55,7 @@ def test_the_products_candles_table_cannot_hold_a_duplicate(market: pd.DataFrame
     """The check trusts the table's PRIMARY KEY instead of counting: pin that DuckDB refuses a
     duplicate bar there, even one inserted by hand."""
     con = duckdb.connect()
-    insert_new_candles(con, market, source="demo")
+    insert_new_candles(con, market, source="demo", bar="1m")
     outcome = candles_unique(con)
     assert outcome.passed and outcome.metadata == {
         "rows": len(market),

@@ -252,7 +252,7 @@ def screenshot_asset_graph(base_url: str, groups: list[str], targets: list[Path]
             page.get_by_text("Hide navigation").click()
             page.locator('button:has([aria-label="panel_show_right"])').click()
             fit_graph(page)
-            for name in [*MODEL_NAMES, "Unsynced (2)"]:
+            for name in [*MODEL_NAMES, "Unsynced (3)"]:
                 visible_text(page, name)
             png = page.screenshot()
         finally:
@@ -310,6 +310,7 @@ def test_materialize_all_in_dagster_dev_then_new_candles_make_models_stale(
                 for c in nodes[name]["staleCauses"]
             }
             assert causes == {
+                ("candles", "DATA", "has a new data version"),
                 ("features", "DATA", "has a new data version"),
                 ("targets", "DATA", "has a new data version"),
             }, name
@@ -319,8 +320,10 @@ def test_materialize_all_in_dagster_dev_then_new_candles_make_models_stale(
         screenshot_asset_graph(server.url, groups, [taken, *([SCREENSHOT] * UPDATE_SCREENSHOT)])
 
         # The schedule and a manual "Materialize all" overlap: the shipped dagster.yaml queues
-        # them, so both succeed, one after the other, with no duplicate or lost rows.
-        first, second = (launch_run(server, repository, {}) for _ in range(2))
+        # them, so both succeed, one after the other, with no duplicate or lost rows. They run
+        # as of the later clock too: the environment's is now before the newest stored bar,
+        # which candles refuses.
+        first, second = (launch_run(server, repository, run_config) for _ in range(2))
         for run_id in (first, second):
             wait_for_run(server, run_id)
         windows = sorted(run_window(server, run_id) for run_id in (first, second))

@@ -17,7 +17,7 @@ from blofin_assets.defs.assets.features import features
 from blofin_assets.defs.assets.targets import targets
 from blofin_assets.defs.resources import BlofinSettings, DuckDBWarehouse, ModelStoreResource
 from blofin_assets.defs.verdicts import check_result
-from blofin_assets.ml.features import FEATURE_COLUMNS
+from blofin_assets.ml.features import FEATURE_COLUMNS, FEATURE_WARMUP_BARS
 from blofin_assets.ml.targets import NAIVE_COLUMNS, TARGET_COLUMNS
 from blofin_assets.quality.candles import (
     candles_fresh,
@@ -29,6 +29,7 @@ from blofin_assets.quality.tables import (
     features_targets_aligned,
     finite_columns,
     labels_not_features,
+    training_window_covered,
 )
 
 
@@ -50,12 +51,20 @@ def gaps(settings: BlofinSettings, warehouse: DuckDBWarehouse) -> AssetCheckResu
         return check_result(candles_gaps(con, settings.bar_delta()))
 
 
-@asset_check(asset=candles, description="Newest closed bar within 2 bars of now (live sources).")
+@asset_check(
+    asset=candles,
+    description="Newest closed bar of each configured instrument within 2 bars of now (live "
+    "sources).",
+)
 def fresh(settings: BlofinSettings, warehouse: DuckDBWarehouse) -> AssetCheckResult:
     with warehouse.connect(read_only=True) as con:
         return check_result(
             candles_fresh(
-                con, now=settings.now(), bar=settings.bar_delta(), live=settings.source != "file"
+                con,
+                now=settings.now(),
+                bar=settings.bar_delta(),
+                live=settings.source != "file",
+                instruments=settings.instrument_list(),
             )
         )
 
@@ -80,6 +89,27 @@ def labels_not_in_features(warehouse: DuckDBWarehouse) -> AssetCheckResult:
 def rows_match_targets(settings: BlofinSettings, warehouse: DuckDBWarehouse) -> AssetCheckResult:
     with warehouse.connect(read_only=True) as con:
         return check_result(features_targets_aligned(con, settings.horizon))
+
+
+@asset_check(
+    asset=features,
+    name="training_window_covered",
+    description="WARN when the stored history is shorter than BLOFIN_TRAINING_DAYS (and the "
+    "warm-up before it): the models then train on the days that exist, and this says how many.",
+)
+def training_window_covered_check(
+    settings: BlofinSettings, warehouse: DuckDBWarehouse
+) -> AssetCheckResult:
+    with warehouse.connect(read_only=True) as con:
+        return check_result(
+            training_window_covered(
+                con,
+                "features",
+                training_days=settings.training_days,
+                bar=settings.bar_delta(),
+                warmup_bars=FEATURE_WARMUP_BARS,
+            )
+        )
 
 
 @asset_check(asset=targets, description="No NaN or inf in any label or baseline column.")
@@ -120,5 +150,6 @@ DATA_CHECKS = [
     features_finite,
     labels_not_in_features,
     rows_match_targets,
+    training_window_covered_check,
     targets_finite,
 ]

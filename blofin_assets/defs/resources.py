@@ -18,6 +18,7 @@ from pydantic import Field
 
 from blofin_assets.market.bars import bar_duration
 from blofin_assets.market.clock import frozen_or_real_now
+from blofin_assets.market.contract import parse_instruments
 from blofin_assets.market.settings import MarketSettings
 from blofin_assets.ml.store import ModelStore
 from blofin_assets.storage.connection import DuckDBFile
@@ -85,6 +86,9 @@ class BlofinSettings(ConfigurableResource):
 
     def now(self) -> pd.Timestamp:
         return frozen_or_real_now(self.as_of)
+
+    def instrument_list(self) -> list[str]:
+        return parse_instruments(self.instruments)
 
 
 class DuckDBWarehouse(ConfigurableResource):

@@ -1,7 +1,8 @@
 """Fetch new candles from the configured source, validate them, store them in one transaction.
 
 No source ever falls back to another: a failing source fails the run, and a synthetic source
-says so in every report.
+says so in every report. Before anything is fetched, the run must fit the file: its bar size and
+market (storage.warehouse), and a "now" no earlier than the newest stored bar.
 """
 
 from __future__ import annotations
@@ -19,11 +20,12 @@ from blofin_assets.market.sources.blofin import BlofinClient
 from blofin_assets.market.sources.demo import demo_candles
 from blofin_assets.market.sources.files import read_candles_file
 from blofin_assets.market.validation.batch import validate_candles
-from blofin_assets.storage import candles, fingerprints
+from blofin_assets.storage import candles, fingerprints, warehouse
 from blofin_assets.storage.connection import DuckDBFile
 
 # Bars re-fetched before the newest stored one, so a bar missed at the edge of the last fetch
-# is picked up. Stored closed bars are never rewritten (ON CONFLICT DO NOTHING).
+# is picked up. Stored closed bars are never rewritten: a re-fetched bar with the same values
+# is counted as unchanged, one with other values is a conflict (storage.candle_conflicts).
 OVERLAP_BARS = 5
 
 
@@ -33,6 +35,8 @@ class IngestReport:
     synthetic: bool
     fetched_rows: int
     new_rows: int
+    unchanged_rows: int  # re-fetched bars already stored with the same values
+    conflicting_rows: int  # stored with other values, quarantined (reject mode fails instead)
     rejected_rows: int
     requests: int
     fingerprint: dict[str, Any]
@@ -87,6 +91,8 @@ def ingest_candles(settings: MarketSettings, db: DuckDBFile) -> IngestReport:
     """One incremental ingestion: all instruments validated, then stored together or not at all."""
     now = settings.now()
     with db.connect() as con:
+        warehouse.check_identity(con, bar=settings.bar, source=settings.source)
+        warehouse.check_clock(con, now=now, bar=settings.bar_delta(), as_of=settings.as_of)
         candles.ensure_schema(con)
         latest = candles.latest_candle_ts(con)
     raw, requests = fetch_raw(settings, latest, now)
@@ -107,8 +113,13 @@ def ingest_candles(settings: MarketSettings, db: DuckDBFile) -> IngestReport:
             f"({len(validated.clean)} clean rows for the other instruments); nothing stored"
         )
     with db.connect() as con:
-        new_rows = candles.insert_new_candles(
-            con, validated.clean, source=settings.source, rejected=validated.rejected
+        inserted = candles.insert_new_candles(
+            con,
+            validated.clean,
+            source=settings.source,
+            bar=settings.bar,
+            on_bad_rows=settings.on_bad_rows,
+            rejected=validated.rejected,
         )
         fingerprint = fingerprints.whole_table_fingerprint(con)
         stored_sources = candles.candle_sources(con)
@@ -116,7 +127,9 @@ def ingest_candles(settings: MarketSettings, db: DuckDBFile) -> IngestReport:
         source=settings.source,
         synthetic=settings.source == "demo",
         fetched_rows=len(raw),
-        new_rows=new_rows,
+        new_rows=inserted.new_rows,
+        unchanged_rows=inserted.unchanged_rows,
+        conflicting_rows=inserted.conflicting_rows,
         rejected_rows=len(validated.rejected),
         requests=requests,
         fingerprint=fingerprint,

@@ -9,6 +9,10 @@ Why these choices:
   TA-Lib filters run forward from the first bar, no centered windows, no back-fill, no
   normalisation over the whole series.  Appending or changing later candles never changes
   an earlier row, so training rows are exactly what serving would have seen.
+* Every feature at row ``t`` is a function of a bounded window of candles ending at ``t``
+  that fits in FEATURE_WARMUP_BARS (the recursive filters to rounding, see below), never of
+  a running statistic such as "the smallest volume seen so far": a row does not depend on
+  where the read started, so an hourly append equals a rebuild.
 * Instruments are computed one block at a time, so one instrument never leaks into another.
 * Rows without a full window (the first FEATURE_WARMUP_BARS bars of each instrument) are
   dropped, never filled: a filled value would be a number the model never sees in serving.
@@ -17,8 +21,10 @@ Why these choices:
   last FEATURE_WARMUP_BARS + 1 bars reproduce the full-history row: serving needs no more.
 * Bars are indexed by position: a gap in the candle stream is treated as adjacent bars.
 * Degenerate windows get a neutral value instead of inf/NaN: zero range -> body 0, flat
-  Bollinger window -> %B 0.5, identical volumes -> z 0.  TA-Lib's own conventions are kept
-  for its oscillators (a 14-bar window with no price movement gives Stoch %K and MFI 0).
+  Bollinger window -> %B 0.5, identical volumes -> z 0, a zero-volume bar -> the quietest
+  traded bar of its volume window (no trade in the window -> z 0).  TA-Lib's own conventions
+  are kept for its oscillators (a 14-bar window with no price movement gives Stoch %K and
+  MFI 0).
 """
 
 from __future__ import annotations
@@ -76,28 +82,42 @@ _EPS = 1e-12  # guards divisions by a zero volatility / range; far below any rea
 _EPOCH_WEEKDAY = 3  # 1970-01-01 was a Thursday (Monday = 0)
 
 
-def _log_volume(volume: np.ndarray) -> np.ndarray:
-    """Log volume, causal and unit-free, centred on its first bar.
+def _window_sums(values: np.ndarray, window: int) -> np.ndarray:
+    """Sums of every full run of `window` consecutive values, from one cumulative sum."""
+    total = np.concatenate(([0.0], np.cumsum(values)))
+    return total[window:] - total[:-window]
 
-    A zero-volume bar counts as the smallest positive volume seen so far (no absolute floor,
-    which would depend on the volume unit); before any trade it is a flat constant.  The
-    centring keeps the E[x^2] - E[x]^2 running sums precise on long series and does not
-    change a z-score (shift-invariant).
+
+def _volume_z(volume: np.ndarray, tail: slice) -> np.ndarray:
+    """z-score of log volume against its own trailing VOLUME_Z_WINDOW bars, for the tail rows.
+
+    A zero-volume bar has no log: inside a row's window it counts as the quietest traded bar
+    of that same window.  So the row depends on its window alone (never on where the read
+    started: an hourly append equals a rebuild) and stays unit-free; a window without any
+    trade has nothing to compare against and reads z 0.  Centring the logs on the first
+    traded bar keeps the running sums precise and changes no z-score (shift-invariant).
     """
-    positive = volume > 0
-    if positive.all():
-        log_volume = np.log(volume)
-    else:
-        smallest = np.minimum.accumulate(np.where(positive, volume, np.inf))
-        filled = np.where(positive, volume, smallest)
-        log_volume = np.log(np.where(np.isfinite(filled), filled, 1.0))
-    return log_volume - log_volume[0]
-
-
-def _tail_window_sum(total: np.ndarray, window: int, start: int) -> np.ndarray:
-    """Window sums for rows start.. from a cumulative sum (total[i] = sum x[0..i])."""
-    n = len(total)
-    return total[start:] - total[start - window : n - window]
+    w = VOLUME_Z_WINDOW
+    bars = volume[tail.start - w + 1 : tail.stop]  # every bar a tail row's window reads
+    traded = bars > 0
+    logs = np.log(bars, out=np.zeros(len(bars)), where=traded)
+    if traded.any():
+        logs[traded] -= logs[np.argmax(traded)]
+    own = logs[w - 1 :]
+    sums, sums_sq = _window_sums(logs, w), _window_sums(logs * logs, w)
+    untraded = _window_sums(~traded, w)  # zero bars per window, each adding 0 to the sums
+    if untraded.any():
+        quietest = pd.Series(np.where(traded, logs, np.nan)).rolling(w, min_periods=1).min()
+        # No trade in the window: every bar is the same (any) value, here 0, and z is 0.
+        fill = np.nan_to_num(quietest.to_numpy()[w - 1 :], nan=0.0)
+        sums = sums + untraded * fill
+        sums_sq = sums_sq + untraded * fill * fill
+        own = np.where(traded[w - 1 :], own, fill)
+    mean = sums / w
+    std = np.sqrt(np.maximum(sums_sq / w - mean * mean, 0.0))
+    # A window of identical volumes has no spread: the bar is exactly typical, z = 0.  The
+    # 1e-6 cut sits above the running-sum rounding noise and far below any real spread.
+    return _safe_ratio(own - mean, std, 0.0, tiny=1e-6)
 
 
 _COLUMN_INDEX = {name: i for i, name in enumerate(FEATURE_COLUMNS)}
@@ -152,14 +172,7 @@ def _volume_and_range_features(
 ) -> None:
     """Volume z-score over its trailing window, and the bar's shape relative to its price."""
     col = _COLUMN_INDEX
-    log_volume = _log_volume(volume)
-    w = VOLUME_Z_WINDOW
-    mean = _tail_window_sum(np.cumsum(log_volume), w, tail.start) / w
-    mean_sq = _tail_window_sum(np.cumsum(log_volume * log_volume), w, tail.start) / w
-    std = np.sqrt(np.maximum(mean_sq - mean * mean, 0.0))
-    # A window of identical volumes has no spread: the bar is exactly typical, z = 0.  The
-    # 1e-6 cut sits above the running-sum rounding noise and far below any real spread.
-    out[col["volume_z_60"]] = _safe_ratio(log_volume[tail] - mean, std, 0.0, tiny=1e-6)
+    out[col["volume_z_60"]] = _volume_z(volume, tail)
     close_t = close[tail]
     bar_range = high[tail] - low[tail]
     out[col["range_rel"]] = bar_range / close_t

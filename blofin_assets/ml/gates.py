@@ -51,24 +51,35 @@ def leakage_gate(model: TrainedModel) -> Verdict:
 
 
 def skill_gate(model: TrainedModel) -> Verdict:
-    """A model that does not beat its naive baseline is reported, but may still be served."""
+    """Beats the strongest naive rule on the test rows, beyond noise? Reported (WARN); a
+    model that does not may still be served, and says so."""
     evaluation = model.evaluation
+    comparison = evaluation.comparison
+    p_value = comparison.p_value if comparison is not None else float("nan")
     metadata = {
         "primary_metric": evaluation.primary_metric,
         "model_value": evaluation.primary_value,
         "baseline_value": evaluation.baseline_value,
         "skill": evaluation.skill,
         "baseline": evaluation.baseline_name,
+        "skill_by_baseline": evaluation.skills(),
+        "p_value": p_value,
     }
-    beats = evaluation.skill > 0
-    verdict = "beats" if beats else "does not beat"
+    beats = evaluation.beats_baseline_beyond_noise
+    if beats:
+        verdict = "beats"
+    elif evaluation.skill > 0:
+        verdict = "is not shown to beat (skill within noise)"
+    else:
+        verdict = "does not beat"
     return Verdict(
         "beats_baseline",
         beats,
         "WARN",
-        f"{model.spec.name} {verdict} its baseline ({evaluation.baseline_name}): "
-        f"{evaluation.primary_metric} {evaluation.primary_value:.6g} vs "
-        f"{evaluation.baseline_value:.6g}, skill {evaluation.skill:+.4f}",
+        f"{model.spec.name} {verdict} the strongest naive rule on the test rows "
+        f"({evaluation.baseline_name}): {evaluation.primary_metric} "
+        f"{evaluation.primary_value:.6g} vs {evaluation.baseline_value:.6g}, skill "
+        f"{evaluation.skill:+.4f}, one-sided p = {p_value:.3g} (Diebold-Mariano, HAC)",
         metadata,
     )
 
@@ -79,7 +90,9 @@ def regression_gate(
     """Compare skill over baseline with the median of the last promoted versions.
 
     Skill (not the raw metric) is compared because raw errors move with the market's volatility
-    regime; skill over persistence on the same rows does not.
+    regime; skill over the strongest rule on the same rows does not. ``promoted_skills`` must
+    come from versions of the same target definition (target, horizon, baselines): a skill
+    against another horizon's label is another number.
     """
     spec = model.spec
     recent = [s for s in promoted_skills if s == s][:history]  # newest first, NaN dropped

@@ -7,6 +7,7 @@ and the reason; the served files stay on the last good version.
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,7 @@ import pandas as pd
 from blofin_assets.ml.gates import leakage_gate, regression_gate, skill_gate
 from blofin_assets.ml.specs import ModelSpec
 from blofin_assets.ml.store import ModelStore
+from blofin_assets.ml.tables import TARGETS_CODE_VERSION
 from blofin_assets.ml.training import TrainedModel, train_model
 from blofin_assets.ml.verdict import Verdict
 
@@ -72,6 +74,27 @@ def model_config(spec: ModelSpec, horizon: int) -> dict[str, Any]:
     }
 
 
+def target_definition(spec: ModelSpec, horizon: int) -> str:
+    """What a skill is a skill at: two versions' skills compare only when this is equal."""
+    rules = "|".join(spec.baselines)
+    return (
+        f"{spec.target} H={horizon} ({TARGETS_CODE_VERSION}), {spec.primary_metric} "
+        f"vs the strongest of {rules}"
+    )
+
+
+def data_window(trained: TrainedModel) -> dict[str, Any]:
+    """Which bars the version saw: its training block, its test block and the purge between."""
+    return {
+        "start": trained.data_window[0].isoformat(),
+        "end": trained.data_window[1].isoformat(),
+        "train_end": trained.split.train_end.isoformat(),
+        "test_start": trained.split.test_start.isoformat(),
+        "purge_bars": trained.split.purge_bars,
+        "purged_rows": trained.split.purged_rows,
+    }
+
+
 def model_metadata(
     trained: TrainedModel,
     *,
@@ -95,13 +118,7 @@ def model_metadata(
         "train_rows": trained.train_rows,
         "test_rows": trained.test_rows,
         "feature_count": len(trained.spec.features),
-        "data_window": {
-            "start": trained.data_window[0].isoformat(),
-            "end": trained.data_window[1].isoformat(),
-            "train_end": trained.split.train_end.isoformat(),
-            "test_start": trained.split.test_start.isoformat(),
-            "purge_bars": trained.split.purge_bars,
-        },
+        "data_window": data_window(trained),
         "instruments": list(trained.instruments),
         "data_sources": list(data_sources),
         "synthetic_data": "demo" in data_sources,
@@ -116,7 +133,13 @@ def model_metadata(
         "metrics": evaluation.metrics,
         "train_metrics": trained.train_metrics,
         "baseline": evaluation.baseline,
+        "baselines": evaluation.baselines,
+        "skills": evaluation.skills(),
         "skill": evaluation.skill,
+        "skill_p_value": (
+            evaluation.comparison.p_value if evaluation.comparison is not None else None
+        ),
+        "target_definition": target_definition(trained.spec, horizon),
         "train_seconds": trained.train_seconds,
         "feature_importances": trained.feature_importances,
         "checks": {
@@ -254,6 +277,14 @@ def result_row(metadata: dict[str, Any], model_path: str) -> dict[str, Any]:
         "baseline_value": metadata.get("baseline_value"),
         "skill": metadata.get("skill"),
         "train_seconds": metadata.get("train_seconds"),
+        "horizon": metadata.get("horizon_bars"),
+        "target_definition": metadata.get("target_definition"),
+        "baseline_name": metadata.get("baseline_kind"),
+        "baselines": json.dumps(metadata["baselines"]) if "baselines" in metadata else None,
+        "skills": json.dumps(metadata["skills"]) if "skills" in metadata else None,
+        "skill_p_value": metadata.get("skill_p_value"),
+        "log_loss": metrics.get("log_loss"),
+        "brier": metrics.get("brier"),
         "model_path": model_path,
         "data_start": pd.Timestamp(window["start"]) if window.get("start") else None,
         "data_end": pd.Timestamp(window["end"]) if window.get("end") else None,

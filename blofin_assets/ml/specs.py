@@ -26,6 +26,10 @@ SEED = 42
 # and volatility (measured: higher train scores, lower test scores). Time of day repeats daily.
 MODEL_FEATURES: tuple[str, ...] = tuple(f for f in FEATURE_COLUMNS if not f.startswith("dow_"))
 
+# Rules learned from the training block rather than read from `targets`: the majority class,
+# a fair coin (its expected scores), the training share of ups as a probability, the mean.
+COMPUTED_BASELINES = ("majority_class", "coin_flip", "base_rate", "training_mean")
+
 Task = Literal["classification", "regression"]
 TargetTransform = Literal["none", "log", "log_return"]
 # How a row cap picks its rows: the most recent ones, or evenly spaced over the whole
@@ -42,9 +46,9 @@ class ModelSpec:
     estimator_class: type
     params: Mapping[str, Any]
     primary_metric: str
-    # "majority_class" for classifiers. For regressors, naive_* columns of `targets` (forecasts
-    # known at t); the one with the lower error on the *training* block is the baseline, so a
-    # model is always judged against the strongest naive forecast, never a straw man.
+    # Every naive rule of the target: naive_* columns of `targets` (forecasts known at t) and
+    # COMPUTED_BASELINES (learned from the training block). The strongest of them on the test
+    # rows is the baseline, so a model is never judged against a straw man.
     baselines: tuple[str, ...]
     kind: str
     target_transform: TargetTransform = "none"
@@ -69,8 +73,8 @@ class ModelSpec:
 
     @property
     def baseline_columns(self) -> tuple[str, ...]:
-        """The baselines read from `targets`; majority_class comes from the training labels."""
-        return tuple(c for c in self.baselines if c != "majority_class")
+        """The baselines read from `targets`; the computed ones come from the training block."""
+        return tuple(c for c in self.baselines if c not in COMPUTED_BASELINES)
 
     def fingerprint(self) -> dict[str, Any]:
         """Everything that changes what is learned; what the code_version hashes."""
@@ -120,7 +124,13 @@ MODEL_SPECS: tuple[ModelSpec, ...] = (
             "eval_metric": "logloss",
         },
         primary_metric="accuracy",
-        baselines=("majority_class",),
+        baselines=(
+            "majority_class",
+            "coin_flip",
+            "base_rate",
+            "naive_direction_last_h",
+            "naive_direction_last_bar",
+        ),
         kind="xgboost",
         leakage_limits={"accuracy": 0.75},
         regression_warn_drop=0.03,
@@ -143,15 +153,15 @@ MODEL_SPECS: tuple[ModelSpec, ...] = (
             "random_state": SEED,
         },
         primary_metric="accuracy",
-        baselines=("majority_class",),
+        baselines=("majority_class", "naive_momentum_zero_forward"),
         kind="sklearn",
         leakage_limits={"accuracy": 0.90},
     ),
     ModelSpec(
         name="risk_scorer",
         description="Risk 0-100 of the next H bars: 50 = as volatile as the instrument's last "
-        "day, higher = more. Baseline: the better (on training rows) of persistence of the last "
-        "H bars' risk and the constant day level 50.",
+        "day, higher = more. Judged against the strongest on the test rows of persistence of the "
+        "last H bars' risk, the constant day level 50 and the training mean.",
         target="target_risk",
         task="regression",
         estimator_class=HistGradientBoostingRegressor,
@@ -165,7 +175,7 @@ MODEL_SPECS: tuple[ModelSpec, ...] = (
             "random_state": SEED,
         },
         primary_metric="mae",
-        baselines=("naive_risk", "naive_risk_level"),
+        baselines=("naive_risk", "naive_risk_level", "training_mean"),
         kind="sklearn",
         leakage_limits={"r2": 0.95},
     ),
@@ -179,7 +189,7 @@ MODEL_SPECS: tuple[ModelSpec, ...] = (
         estimator_class=SVR,
         params={"kernel": "rbf", "C": 1.0, "epsilon": 0.1, "gamma": "scale", "cache_size": 500},
         primary_metric="mae",
-        baselines=("naive_volatility", "naive_volatility_level"),
+        baselines=("naive_volatility", "naive_volatility_level", "training_mean"),
         kind="sklearn",
         target_transform="log",
         scale_target=True,
@@ -191,7 +201,8 @@ MODEL_SPECS: tuple[ModelSpec, ...] = (
     ModelSpec(
         name="price_predictor",
         description="Close H bars ahead. The MLP learns the H-bar log return (standardised) and "
-        "the price is close * exp(prediction); judged on returns, against persistence.",
+        "the price is close * exp(prediction); judged on returns, against the stronger of a zero "
+        "return (persistence) and the training mean return.",
         target="target_price",
         task="regression",
         estimator_class=MLPRegressor,
@@ -209,7 +220,7 @@ MODEL_SPECS: tuple[ModelSpec, ...] = (
             "random_state": SEED,
         },
         primary_metric="mae",
-        baselines=("naive_price",),
+        baselines=("naive_price", "training_mean"),
         kind="sklearn",
         target_transform="log_return",
         scale_target=True,

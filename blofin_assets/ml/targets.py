@@ -23,8 +23,14 @@ sigma_t = std(r_t-1439 .. r_t) (sample std, ddof=1; known at t):
   transform of it, naive_price = close[t].
 * naive_volatility_level = sigma_t * sqrt(H) and naive_risk_level = 50: the "usual level"
   forecast.  Persistence of a 5-bar realised vol is noisy, so on a market without volatility
-  clustering the day level is the stronger naive forecast; training judges each regressor
-  against whichever naive forecast is stronger on its training rows.
+  clustering the day level is the stronger naive forecast.
+* naive_direction_last_h = 1 if close[t] > close[t-H], naive_direction_last_bar = 1 if
+  close[t] > close[t-1]: direction persistence, the rule a trending market rewards.
+* naive_momentum_zero_forward = the momentum class with the forward return set to 0.  The
+  momentum label is forward minus trailing return, and the trailing half is known at t, so on
+  a random walk this rule alone predicts the label far better than the class shares do: it is
+  the rule a momentum model must beat.
+Training judges each model against the strongest of its rules on the test rows (metrics.py).
 
 Why a trailing sigma_t and not quantiles or a z-score over the whole history: any statistic
 over the full series (global quantile bins, global mean/std) would put future information
@@ -56,6 +62,9 @@ NAIVE_COLUMNS: list[str] = [
     "naive_volatility",
     "naive_risk_level",
     "naive_volatility_level",
+    "naive_direction_last_h",
+    "naive_direction_last_bar",
+    "naive_momentum_zero_forward",
 ]
 OUTPUT_COLUMNS: list[str] = ["inst_id", "ts", *TARGET_COLUMNS, *NAIVE_COLUMNS]
 INTEGER_COLUMNS: tuple[str, ...] = ("target_direction", "target_momentum")
@@ -84,6 +93,14 @@ def empty_targets() -> pd.DataFrame:
     for column in INTEGER_COLUMNS:
         frame[column] = frame[column].astype("int64")
     return frame
+
+
+def momentum_class(z: np.ndarray) -> np.ndarray:
+    """0 decelerating, 1 neutral, 2 accelerating, by the momentum z-score's side of the band."""
+    classes = np.ones(len(z), dtype=np.int64)
+    classes[z < -MOMENTUM_THRESHOLD] = 0
+    classes[z > MOMENTUM_THRESHOLD] = 2
+    return classes
 
 
 def _block_targets(
@@ -117,10 +134,8 @@ def _block_targets(
     forward_vol = trailing_vol[ahead]  # sqrt(sum r^2, t+1..t+H)
     naive_vol = trailing_vol[t]
 
-    z = (forward_return - backward_return) / (sigma * np.sqrt(2 * h) + _EPS)
-    momentum = np.ones(len(z), dtype=np.int64)
-    momentum[z < -MOMENTUM_THRESHOLD] = 0
-    momentum[z > MOMENTUM_THRESHOLD] = 2
+    scale = sigma * np.sqrt(2 * h) + _EPS
+    momentum = momentum_class((forward_return - backward_return) / scale)
 
     out["target_direction"] = (close[ahead] > close[t]).astype(np.int64)
     out["target_risk"] = risk_score(forward_vol, sigma, h)
@@ -132,6 +147,11 @@ def _block_targets(
     out["naive_volatility"] = naive_vol
     out["naive_volatility_level"] = sigma * np.sqrt(h)
     out["naive_risk_level"] = risk_score(sigma * np.sqrt(h), sigma, h)
+    # Direction persistence: the next H bars go the way the last H bars (or the last bar) went.
+    out["naive_direction_last_h"] = (backward_return > 0).astype(np.float64)
+    out["naive_direction_last_bar"] = (returns[t] > 0).astype(np.float64)
+    # The momentum class if the forward return were zero: only its known trailing half.
+    out["naive_momentum_zero_forward"] = momentum_class(-backward_return / scale).astype(np.float64)
 
 
 def compute_targets(

@@ -18,20 +18,22 @@ from sklearn.compose import TransformedTargetRegressor
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer, StandardScaler
 
+from blofin_assets.ml.baselines import naive_rules
 from blofin_assets.ml.features import REFERENCE_COLUMNS
 from blofin_assets.ml.metrics import (
     Evaluation,
     classification_metrics,
-    evaluate_classifier,
-    evaluate_regressor,
+    probability_metrics,
     regression_metrics,
+    row_losses,
+    strongest_baseline,
 )
+from blofin_assets.ml.significance import diebold_mariano, overlap_lag
 from blofin_assets.ml.specs import ModelSpec
 from blofin_assets.ml.splits import PurgedSplit, purged_split
+from blofin_assets.ml.target_space import model_target
 
 DEFAULT_TEST_FRACTION = 0.2
-# Realised volatility can be exactly 0 on a flat market; log needs a floor.
-VOLATILITY_FLOOR = 1e-8
 
 
 class TrainingDataError(ValueError):
@@ -85,44 +87,6 @@ def training_columns(spec: ModelSpec) -> list[str]:
         *spec.baseline_columns,
     ]
     return list(dict.fromkeys(wanted))
-
-
-def in_model_space(spec: ModelSpec, values: np.ndarray, frame: pd.DataFrame) -> np.ndarray:
-    """Target-unit values (a label or a naive forecast of it) in the space the estimator fits:
-    prices as log returns from the bar's close, volatility floored for its log transform."""
-    if spec.target_transform == "log_return":
-        return np.log(values / frame["close"].to_numpy(dtype="float64"))
-    if spec.target_transform == "log":
-        return np.maximum(values, VOLATILITY_FLOOR)
-    return values
-
-
-def model_target(spec: ModelSpec, frame: pd.DataFrame) -> np.ndarray:
-    """The array the estimator is asked to predict (before its own inner transforms)."""
-    return in_model_space(spec, frame[spec.target].to_numpy(dtype="float64"), frame)
-
-
-def naive_prediction(column: str, spec: ModelSpec, frame: pd.DataFrame) -> np.ndarray:
-    """A naive forecast known at t, in the same space as model_target."""
-    return in_model_space(spec, frame[column].to_numpy(dtype="float64"), frame)
-
-
-def strongest_baseline(spec: ModelSpec, train: pd.DataFrame) -> str:
-    """Pick the naive forecast with the lowest training error on the primary metric.
-
-    Chosen on training rows only, so the test block stays unseen. On a volatility-clustered
-    market persistence wins; on an i.i.d. market the trailing day level does.
-    """
-    if len(spec.baselines) == 1:
-        return spec.baselines[0]
-    target = model_target(spec, train)
-    errors = {
-        column: regression_metrics(target, naive_prediction(column, spec, train))[
-            spec.primary_metric
-        ]
-        for column in spec.baselines
-    }
-    return min(errors, key=errors.__getitem__)
 
 
 def wrap_estimator(spec: ModelSpec) -> Any:
@@ -183,7 +147,9 @@ def split_blocks(
     the scaler sees the training block only."""
     if not frame["ts"].is_monotonic_increasing:  # read_training_frame already orders by time
         frame = frame.sort_values(["ts", "inst_id"], kind="stable").reset_index(drop=True)
-    split = purged_split(frame["ts"], test_fraction=test_fraction, purge_bars=horizon)
+    split = purged_split(
+        frame["ts"], frame["inst_id"], test_fraction=test_fraction, horizon=horizon
+    )
     train = cap_rows(frame.iloc[split.train_index], spec)
     test = frame.iloc[split.test_index]
     if spec.max_test_rows is not None and len(test) > spec.max_test_rows:
@@ -208,28 +174,47 @@ def split_blocks(
 
 
 def evaluate(
-    spec: ModelSpec, estimator: Any, blocks: Blocks
+    spec: ModelSpec, estimator: Any, blocks: Blocks, *, horizon: int
 ) -> tuple[Evaluation, dict[str, float]]:
-    """Test metrics beside the naive baseline on the same rows, and the training metrics."""
+    """Test metrics beside every naive rule on the same rows, the strongest rule named and
+    tested row by row; and the training metrics."""
     predicted_test = estimator.predict(blocks.x_test)
     predicted_train = estimator.predict(blocks.x_train)
     if spec.task == "classification":
-        evaluation = evaluate_classifier(
-            blocks.y_test,
-            predicted_test,
-            y_train=blocks.y_train,
-            primary_metric=spec.primary_metric,
-        )
-        return evaluation, classification_metrics(blocks.y_train, predicted_train)
-    baseline = strongest_baseline(spec, blocks.train)
-    evaluation = evaluate_regressor(
-        blocks.y_test,
-        predicted_test,
-        y_naive=naive_prediction(baseline, spec, blocks.test),
-        primary_metric=spec.primary_metric,
-        baseline_name=baseline,
+        model = classification_metrics(blocks.y_test, predicted_test)
+        if is_binary(estimator):
+            model |= probability_metrics(
+                blocks.y_test, estimator.predict_proba(blocks.x_test)[:, 1]
+            )
+        train_metrics = classification_metrics(blocks.y_train, predicted_train)
+    else:
+        model = regression_metrics(blocks.y_test, predicted_test)
+        train_metrics = regression_metrics(blocks.y_train, predicted_train)
+    rules = naive_rules(
+        spec, train=blocks.train, test=blocks.test, y_train=blocks.y_train, y_test=blocks.y_test
     )
-    return evaluation, regression_metrics(blocks.y_train, predicted_train)
+    scores = {name: rule.metrics for name, rule in rules.items()}
+    strongest = strongest_baseline(scores, spec.primary_metric)
+    if strongest is None:
+        raise TrainingDataError(f"{spec.name}: no baseline scores {spec.primary_metric}")
+    comparison = diebold_mariano(
+        row_losses(spec.primary_metric, blocks.y_test, predicted_test),
+        rules[strongest].losses,
+        overlap_lag(horizon, blocks.test["inst_id"].nunique()),
+    )
+    evaluation = Evaluation(
+        metrics=model,
+        baselines=scores,
+        primary_metric=spec.primary_metric,
+        baseline_name=strongest,
+        comparison=comparison,
+    )
+    return evaluation, train_metrics
+
+
+def is_binary(estimator: Any) -> bool:
+    classes = getattr(estimator, "classes_", None)
+    return classes is not None and list(classes) == [0, 1] and hasattr(estimator, "predict_proba")
 
 
 def train_model(
@@ -249,7 +234,7 @@ def train_model(
     started = time.perf_counter()
     estimator.fit(blocks.x_train, blocks.y_train)
     train_seconds = time.perf_counter() - started
-    evaluation, train_metrics = evaluate(spec, estimator, blocks)
+    evaluation, train_metrics = evaluate(spec, estimator, blocks, horizon=horizon)
     return TrainedModel(
         spec=spec,
         estimator=estimator,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import duckdb
 import pandas as pd
 
@@ -106,9 +108,22 @@ def candles_gaps(con: duckdb.DuckDBPyConnection, bar: pd.Timedelta) -> Verdict:
 
 
 def candles_fresh(
-    con: duckdb.DuckDBPyConnection, *, now: pd.Timestamp, bar: pd.Timedelta, live: bool
+    con: duckdb.DuckDBPyConnection,
+    *,
+    now: pd.Timestamp,
+    bar: pd.Timedelta,
+    live: bool,
+    instruments: Sequence[str] | None = None,
 ) -> Verdict:
-    rows = con.execute("SELECT inst_id, max(ts) FROM candles GROUP BY inst_id").fetchall()
+    """The newest bar of each configured instrument (all stored, if None): one removed from
+    BLOFIN_INSTRUMENTS is no longer fetched, so its stored candles are old by design."""
+    rows = [
+        (inst_id, ts)
+        for inst_id, ts in con.execute(
+            "SELECT inst_id, max(ts) FROM candles GROUP BY inst_id ORDER BY inst_id"
+        ).fetchall()
+        if instruments is None or inst_id in instruments
+    ]
     lag_bars = {inst_id: float((now - (as_utc(ts) + bar)) / bar) for inst_id, ts in rows}
     if not live:
         return Verdict(

@@ -1,10 +1,12 @@
 """Verdicts on the features and targets tables: finite values, no label among the features,
-rows aligned with the labels."""
+rows aligned with the labels, a training window the stored history covers."""
 
 from __future__ import annotations
 
 import duckdb
+import pandas as pd
 
+from blofin_assets.market.clock import as_utc
 from blofin_assets.ml.features import FEATURE_COLUMNS
 from blofin_assets.ml.targets import NAIVE_COLUMNS, TARGET_COLUMNS
 from blofin_assets.ml.verdict import Verdict
@@ -86,5 +88,57 @@ def features_targets_aligned(con: duckdb.DuckDBPyConnection, horizon: int) -> Ve
             "labels_without_features": int(labels_without_features),
             "unlabelled_inside": int(unlabelled_inside),
             "unlabelled_tail_max": int(unlabelled_tail),
+        },
+    )
+
+
+def training_window_covered(
+    con: duckdb.DuckDBPyConnection,
+    table: str,
+    *,
+    training_days: int,
+    bar: pd.Timedelta,
+    warmup_bars: int,
+) -> Verdict:
+    """Whether the rows span the window asked for (BLOFIN_TRAINING_DAYS), per instrument.
+
+    A window longer than the stored history trains on what exists; this says how much that is.
+    The rows start one warm-up after the first stored candle, so history exactly as long as the
+    window (the default: lookback = training days) covers it less that warm-up, and passes.
+    """
+    day = pd.Timedelta(days=1)
+    spans = con.execute(
+        f"SELECT inst_id, min(ts), max(ts) FROM {quote_identifier(table)} "
+        "GROUP BY inst_id ORDER BY inst_id"
+    ).fetchall()
+    covered = {
+        inst: round((as_utc(last) - as_utc(first) + bar) / day, 3) for inst, first, last in spans
+    }
+    shortest = min(covered, key=covered.__getitem__, default=None)
+    days = covered[shortest] if shortest is not None else 0.0
+    warmup_days = warmup_bars * bar / day
+    passed = shortest is not None and round(days + warmup_days, 1) >= training_days
+    told = f"trained on {days:.1f} of the {training_days} days asked"
+    if passed and round(days, 1) < training_days:
+        told += (
+            f": the history covers the window, its first {warmup_days:.1f} days being the "
+            f"{warmup_bars}-bar warm-up"
+        )
+    elif not passed:
+        told += (
+            f" ({shortest or 'no rows'}): less history is stored than the window and its "
+            f"{warmup_days:.1f}-day warm-up; the window fills as runs add bars "
+            "(BLOFIN_LOOKBACK_DAYS applies to an instrument's first backfill only)"
+        )
+    return Verdict(
+        "training_window_covered",
+        passed,
+        "WARN",
+        told,
+        {
+            "window_days_asked": training_days,
+            "window_days_covered": days,
+            "warmup_days": round(warmup_days, 3),
+            "covered_days_per_instrument": covered,
         },
     )

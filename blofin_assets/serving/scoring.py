@@ -41,6 +41,7 @@ def score_latest(
                     else None,
                     "class_probabilities": json.dumps(probabilities) if probabilities else None,
                     "predicted_at": predicted_at,
+                    "horizon": int(model.config["horizon_bars"]),
                 }
             )
     return pd.DataFrame(rows)

@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
+
 import duckdb
 import pandas as pd
 
 from blofin_assets.market.clock import as_utc
 from blofin_assets.market.contract import CANDLE_COLUMNS, OPTIONAL_CANDLE_COLUMNS
+from blofin_assets.storage.candle_conflicts import (
+    compare_with_stored,
+    conflict_error,
+    conflicts_as_rejected,
+)
 from blofin_assets.storage.connection import insert_new_rows, query_frame, registered, transaction
 from blofin_assets.storage.fingerprints import CANDLE_FINGERPRINTS_DDL, record_fingerprints
 from blofin_assets.storage.results import migrate_results
 from blofin_assets.storage.sql import column_list, scalar, table_exists
+from blofin_assets.storage.warehouse import IDENTITY_DDL, check_identity, record_identity
 
 CANDLES_DDL = """
 CREATE TABLE IF NOT EXISTS candles (
@@ -51,7 +60,17 @@ def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
     con.execute(CANDLES_DDL)
     con.execute(CANDLE_FINGERPRINTS_DDL)
     con.execute(CANDLES_REJECTED_DDL)
+    con.execute(IDENTITY_DDL)
     migrate_results(con)
+
+
+@dataclass(frozen=True)
+class CandleInsert:
+    """What an insert did with each incoming candle."""
+
+    new_rows: int
+    unchanged_rows: int  # already stored with the same values: the overlap re-fetch, a no-op
+    conflicting_rows: int  # stored with other values: quarantined (reject mode raises instead)
 
 
 def insert_new_candles(
@@ -59,12 +78,22 @@ def insert_new_candles(
     frame: pd.DataFrame,
     *,
     source: str,
+    bar: str,
+    on_bad_rows: str = "reject",
     rejected: pd.DataFrame | None = None,
-) -> int:
-    """Insert candles not yet stored (and quarantined rows) in one transaction; count new ones."""
+) -> CandleInsert:
+    """Insert candles not yet stored (and quarantined rows) in one transaction.
+
+    Refused, with nothing written, when the file holds another bar size or market
+    (storage.warehouse) or, unless ``on_bad_rows="quarantine"``, when an incoming candle is
+    stored with other values (storage.candle_conflicts).
+    """
+    if on_bad_rows not in ("reject", "quarantine"):
+        raise ValueError(f"on_bad_rows={on_bad_rows!r}: expected 'reject' or 'quarantine'")
+    check_identity(con, bar=bar, source=source)  # before any DDL: a refused run changes nothing
     ensure_schema(con)
     if frame.empty and (rejected is None or rejected.empty):
-        return 0
+        return CandleInsert(0, 0, 0)
     batch = frame.copy()
     for column in OPTIONAL_CANDLE_COLUMNS:
         if column not in batch.columns:
@@ -72,11 +101,32 @@ def insert_new_candles(
     batch["source"] = source
     batch["ingested_at"] = pd.Timestamp.now(tz="UTC")
     with transaction(con):
+        record_identity(con, bar=bar, source=source)
+        unchanged, conflicts = stored_overlap(con, batch, source=source, on_bad_rows=on_bad_rows)
+        # Stored keys, conflicting or not, are skipped: a stored candle is never rewritten.
         new_rows = insert_new_rows(con, "candles", batch, STORED_CANDLE_COLUMNS)
-        if rejected is not None:
-            insert_rejected(con, rejected, source=source)
+        for rows in (rejected, conflicts):
+            if rows is not None:
+                insert_rejected(con, rows, source=source)
         record_fingerprints(con)
-    return new_rows
+    return CandleInsert(new_rows, unchanged, 0 if conflicts is None else len(conflicts))
+
+
+def stored_overlap(
+    con: duckdb.DuckDBPyConnection, batch: pd.DataFrame, *, source: str, on_bad_rows: str
+) -> tuple[int, pd.DataFrame | None]:
+    """Incoming candles already stored: how many with the same values, and the conflicting
+    ones as rows to quarantine; raises on a conflict unless quarantining."""
+    if batch.empty:
+        return 0, None
+    quarantine = on_bad_rows == "quarantine"
+    with registered(con, "incoming_candles", batch[STORED_CANDLE_COLUMNS]):
+        span = (batch["ts"].min(), batch["ts"].max())
+        overlap = compare_with_stored(con, "incoming_candles", span, all_conflicts=quarantine)
+    if overlap.conflict_count and not quarantine:
+        raise conflict_error(overlap, source=source, incoming_rows=len(batch))
+    conflicts = conflicts_as_rejected(overlap, source=source) if overlap.conflict_count else None
+    return overlap.unchanged_rows, conflicts
 
 
 def insert_rejected(con: duckdb.DuckDBPyConnection, rejected: pd.DataFrame, *, source: str) -> int:
@@ -105,25 +155,41 @@ def latest_candle_ts(con: duckdb.DuckDBPyConnection) -> dict[str, pd.Timestamp]:
     return {inst_id: as_utc(ts) for inst_id, ts in rows}
 
 
-def newest_candle_ts(con: duckdb.DuckDBPyConnection) -> pd.Timestamp:
+def newest_candle_ts(
+    con: duckdb.DuckDBPyConnection, instruments: Sequence[str] | None = None
+) -> pd.Timestamp:
+    """The newest stored bar (of ``instruments``, if given): where the training window ends."""
+    where, params = instrument_filter(instruments)
     row = (
-        con.execute("SELECT max(ts) FROM candles").fetchall()[0]
+        con.execute(f"SELECT max(ts) FROM candles WHERE {where}", params).fetchall()[0]
         if table_exists(con, "candles")
         else None
     )
     if row is None or row[0] is None:
-        raise ValueError("the candles table is empty: materialize candles first")
+        of = "" if instruments is None else f" of {', '.join(instruments)}"
+        raise ValueError(f"the candles table holds no candles{of}: materialize candles first")
     return as_utc(row[0])
 
 
+def instrument_filter(instruments: Sequence[str] | None) -> tuple[str, list[object]]:
+    """SQL condition (and its parameter) keeping only ``instruments``; all when None."""
+    if instruments is None:
+        return "true", []
+    return "list_contains(?::VARCHAR[], inst_id)", [list(instruments)]
+
+
 def read_candles(
-    con: duckdb.DuckDBPyConnection, *, start: pd.Timestamp | None = None
+    con: duckdb.DuckDBPyConnection,
+    *,
+    start: pd.Timestamp | None = None,
+    instruments: Sequence[str] | None = None,
 ) -> pd.DataFrame:
-    """Candles from ``start`` on (the training window plus warm-up), contract layout."""
-    query = f"SELECT {column_list(CANDLE_COLUMNS)} FROM candles"
-    params: list[object] = []
+    """Candles from ``start`` on (the training window plus warm-up) of ``instruments`` (all
+    when None), contract layout."""
+    where, params = instrument_filter(instruments)
+    query = f"SELECT {column_list(CANDLE_COLUMNS)} FROM candles WHERE {where}"
     if start is not None:
-        query += " WHERE ts >= ?"
+        query += " AND ts >= ?"
         params.append(start.to_pydatetime())
     return query_frame(con, query + " ORDER BY inst_id, ts", params)
 

@@ -3,6 +3,10 @@
 Every write is one transaction, so a failure leaves the table as it was. A DuckDB file takes
 one writer process at a time: ``connect`` waits for a held lock with bounded backoff and then
 fails naming the holder, instead of failing on the first collision.
+
+DuckDB's own messages for a full disk or a damaged file often name no file, or arrive behind a
+follow-up error ("cannot rollback - no transaction is active"). Failures here therefore lead
+with the cause and the file's path, say what to do, and chain DuckDB's error as the cause.
 """
 
 from __future__ import annotations
@@ -21,10 +25,56 @@ import pandas as pd
 from blofin_assets.storage.sql import quote_identifier, scalar
 
 LOCK_ERROR = re.compile(r"lock", re.IGNORECASE)
+# What DuckDB says when the file (or its write-ahead log) is not a readable database. Checked
+# before LOCK_ERROR: a checksum error names the "block" it read, which contains "lock".
+DAMAGED_ERROR = re.compile(
+    r"Corrupt (database|WAL) file|not a valid DuckDB database file|Could not read enough bytes"
+)
+# Once the file is open, only a failed checksum is surely its own: a short read may be of a
+# CSV or Parquet file a query reads.
+DAMAGED_BLOCK = re.compile(r"Corrupt database file")
+# The operating system's words (strerror) for ENOSPC, EFBIG and EDQUOT.
+NO_ROOM_ERROR = re.compile(r"No space left on device|File too large|Disk quota exceeded")
 
 
-class DuckDBLockedError(RuntimeError):
+class DuckDBFileError(RuntimeError):
+    """The DuckDB file could not be opened or written; the message names it and what to do."""
+
+
+class DuckDBLockedError(DuckDBFileError):
     """Another process kept the DuckDB file locked for longer than we were willing to wait."""
+
+
+class DuckDBDamagedError(DuckDBFileError):
+    """The file is truncated, overwritten or not a DuckDB database: retrying will not help."""
+
+
+class DuckDBWriteError(DuckDBFileError):
+    """A write failed and its transaction was rolled back, so the tables are as they were."""
+
+
+def damaged_error(path: str | Path, error: duckdb.Error) -> DuckDBDamagedError:
+    """DuckDB's corruption error with the file named and the way out, which DuckDB cannot know."""
+    log = f" (or its write-ahead log {path}.wal)" if "WAL" in str(error) else ""
+    return DuckDBDamagedError(
+        f"DuckDB file {path}{log} is damaged or is not a DuckDB database. Restore it from a "
+        "backup, or move it aside (or point BLOFIN_DUCKDB_PATH at another file) and materialize "
+        f"candles to build a new one. DuckDB: {error}"
+    )
+
+
+def write_error(path: str, error: duckdb.Error) -> DuckDBFileError:
+    """The failed write's own cause, first, with the file it could not write."""
+    if DAMAGED_BLOCK.search(str(error)):
+        return damaged_error(path, error)
+    no_room = NO_ROOM_ERROR.search(str(error))
+    if no_room is None:
+        return DuckDBWriteError(f"Writing DuckDB file {path} failed, rolled back: {error}")
+    return DuckDBWriteError(
+        f"No room to write DuckDB file {path}: {no_room.group(0)}. Nothing of this write was "
+        "stored (the transaction was rolled back). Free space on its disk or raise the file-size "
+        f"limit (ulimit -f), or point BLOFIN_DUCKDB_PATH at a disk with room. DuckDB: {error}"
+    )
 
 
 @contextmanager
@@ -48,8 +98,10 @@ def connect(
         try:
             con = duckdb.connect(str(path), read_only=read_only)
             break
-        except duckdb.IOException as error:
-            if not LOCK_ERROR.search(str(error)):
+        except duckdb.Error as error:
+            if DAMAGED_ERROR.search(str(error)):
+                raise damaged_error(path, error) from error
+            if not isinstance(error, duckdb.IOException) or not LOCK_ERROR.search(str(error)):
                 raise
             attempt += 1
             if time.monotonic() >= deadline:
@@ -62,19 +114,42 @@ def connect(
     try:
         con.execute("SET TimeZone = 'UTC'")
         yield con
+    except duckdb.Error as error:
+        # A damaged block is only read, and found out, by the query that needs it.
+        if DAMAGED_BLOCK.search(str(error)):
+            raise damaged_error(path, error) from error
+        raise
     finally:
         con.close()
 
 
+def database_path(con: duckdb.DuckDBPyConnection) -> str:
+    """The file behind the connection's database, for messages; ``:memory:`` if there is none."""
+    path = scalar(
+        con, "SELECT path FROM duckdb_databases() WHERE database_name = current_database()"
+    )
+    return str(path) if path else ":memory:"
+
+
 @contextmanager
 def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
-    """All or nothing: a failure anywhere inside leaves every table as it was."""
+    """All or nothing: a failure anywhere inside leaves every table as it was.
+
+    The first failure is the one raised. DuckDB ends the transaction itself when a write to disk
+    fails, so the ROLLBACK after it fails too; that second error becomes a note on the first.
+    """
+    path = database_path(con)  # asked first: an aborted transaction answers no query
     con.execute("BEGIN TRANSACTION")
     try:
         yield
         con.execute("COMMIT")
-    except BaseException:
-        con.execute("ROLLBACK")
+    except BaseException as error:
+        try:
+            con.execute("ROLLBACK")
+        except duckdb.Error as rollback_error:
+            error.add_note(f"then ROLLBACK failed too: {rollback_error}")
+        if isinstance(error, duckdb.Error):
+            raise write_error(path, error) from error
         raise
 
 

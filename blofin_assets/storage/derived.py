@@ -9,6 +9,9 @@ O(window) for O(new bars) of change.  Each appended row is computed from its ful
 ``warmup_bars`` bars before it, read by position, so gaps in the feed are handled the same
 way as in a full build).
 
+Only the table's own instruments (BLOFIN_INSTRUMENTS) are read: one removed from the list
+leaves the table at its next build (its candles stay stored), as a changed setting.
+
 The table is rebuilt from scratch whenever that reasoning might not hold, and the reason is
 returned so the asset can show it: the first build, a different code version or setting, a
 table whose columns or newest rows are not what the last build left, or candles at or before
@@ -68,9 +71,11 @@ class DerivedTable:
     columns: list[str]
     warmup_bars: int  # bars a row needs before it (positional)
     compute: Compute  # (candles sorted by inst_id, ts; first ts to emit) -> rows
+    instruments: tuple[str, ...]  # the only ones read; a setting too (a change rebuilds)
 
     def settings_json(self) -> str:
-        return json.dumps(self.settings, sort_keys=True, default=str)
+        every = {**self.settings, "instruments": sorted(self.instruments)}
+        return json.dumps(every, sort_keys=True, default=str)
 
 
 @dataclass(frozen=True)
@@ -113,8 +118,10 @@ def refresh_table(
     """
     clock = Stopwatch()
     ensure_state_table(con)
-    window_start = newest_candle_ts(con) - pd.Timedelta(days=training_days)
-    fingerprints, fingerprint_source = candles_against_last_build(con, table.name)
+    window_start = newest_candle_ts(con, table.instruments) - pd.Timedelta(days=training_days)
+    fingerprints, fingerprint_source = candles_against_last_build(
+        con, table.name, table.instruments
+    )
     reason = rebuild_reason(con, table, fingerprints)
     clock.lap("check")
     candles, rows = compute_rows(con, table, reason, fingerprints, window_start, bar, clock)
@@ -156,7 +163,7 @@ def compute_rows(
         clock.lap("read")
         rows = drop_stored_rows(table.compute(candles, window_start), marks)
     else:
-        candles = read_candles(con, start=read_start)
+        candles = read_candles(con, start=read_start, instruments=table.instruments)
         clock.lap("read")
         rows = table.compute(candles, window_start)
         if rows.empty:

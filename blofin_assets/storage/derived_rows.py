@@ -61,7 +61,8 @@ def read_candles_after(
     The warm-up is counted in bars, not time, so a gap before the mark still leaves every new
     row its full history (within read_start, as in a rebuild).  The search looks back twice
     the warm-up's duration first and to read_start only for an instrument with gaps that
-    left too few bars there.  Instruments without a mark (new ones) are read from read_start.
+    left too few bars there.  Instruments without a mark (new ones) are read from read_start;
+    candles of instruments not in ``instruments`` are not read.
     """
     lookback = marks.assign(
         lower=(marks["mark"] - 2 * warmup * bar).where(
@@ -85,8 +86,9 @@ def read_candles_after(
             con,
             f"SELECT {column_list(CANDLE_COLUMNS, 'c')} FROM candles c "
             "LEFT JOIN read_from r ON r.inst_id = c.inst_id WHERE c.ts >= ? "
-            "AND c.ts >= coalesce(r.read_from, ?) ORDER BY c.inst_id, c.ts",
-            [lower.to_pydatetime(), read_start.to_pydatetime()],
+            "AND c.ts >= coalesce(r.read_from, ?) AND list_contains(?::VARCHAR[], c.inst_id) "
+            "ORDER BY c.inst_id, c.ts",
+            [lower.to_pydatetime(), read_start.to_pydatetime(), list(instruments)],
         )
 
 

@@ -3,6 +3,8 @@ verdict it gives: append to the stored rows, or rebuild them and why."""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import duckdb
@@ -59,18 +61,20 @@ def stored_row_stats(con: duckdb.DuckDBPyConnection, name: str) -> RowStats:
 
 
 def candles_against_last_build(
-    con: duckdb.DuckDBPyConnection, table_name: str
+    con: duckdb.DuckDBPyConnection, table_name: str, instruments: Sequence[str]
 ) -> tuple[pd.DataFrame, str]:
-    """Per instrument: newest candle, count and content hash of all stored candles (to record),
-    and whether the candles up to the last build's newest one still match what was recorded
-    then (``changed``; ``count_then``/``stored_count`` say by how many rows).
+    """Per instrument of ``instruments`` that has candles: newest candle, count and content
+    hash of all its stored candles (to record), and whether the candles up to the last build's
+    newest one still match what was recorded then (``changed``; ``count_then``/``stored_count``
+    say by how many rows).
 
     The totals come from ``fingerprints.per_instrument`` (kept by every insert); the part up
     to the last build's newest candle is the total less the candles after it, so only the
     candles that arrived since are hashed here, not the whole history.  The string says where
     the totals came from (``fingerprints.per_instrument``).
     """
-    current, source = per_instrument(con)
+    everything, source = per_instrument(con)
+    current = everything.loc[everything["inst_id"].isin(list(instruments))].reset_index(drop=True)
     stored = {
         inst: (pd.Timestamp(through), int(count), int(content))
         for inst, through, count, content in con.execute(
@@ -136,7 +140,7 @@ def rebuild_reason(
     if versions != [table.code_version]:
         return f"code version changed: {', '.join(versions)} -> {table.code_version}"
     if set(state["settings"]) != {table.settings_json()}:
-        return f"settings changed: {state['settings'].iloc[0]} -> {table.settings_json()}"
+        return f"settings changed: {settings_change(state['settings'].iloc[0], table)}"
 
     changed = fingerprints.loc[fingerprints["changed"]]
     vanished = sorted(set(state["inst_id"]) - set(fingerprints["inst_id"]))
@@ -169,6 +173,17 @@ def rebuild_reason(
     if actual != recorded:
         return "the stored rows are not the ones the last build left (edited outside the asset)"
     return None
+
+
+def settings_change(stored_json: str, table: DerivedTable) -> str:
+    """Only the settings that differ, e.g. ``instruments [...] -> [...]``."""
+    stored, current = json.loads(stored_json), json.loads(table.settings_json())
+    changed = [
+        f"{key} {stored.get(key, '(none)')} -> {current.get(key, '(none)')}"
+        for key in sorted(stored.keys() | current.keys())
+        if stored.get(key) != current.get(key)
+    ]
+    return "; ".join(changed) or f"{stored_json} -> {table.settings_json()}"
 
 
 def stored_marks(con: duckdb.DuckDBPyConnection, table_name: str) -> pd.DataFrame:

@@ -42,6 +42,15 @@ RESULTS_COLUMNS: dict[str, str] = {
     "data_end": "TIMESTAMPTZ",
     "data_sources": "VARCHAR",
     "recorded_at": "TIMESTAMPTZ",
+    # Appended when every model began facing all its naive rules on the test rows.
+    "horizon": "INTEGER",
+    "target_definition": "VARCHAR",  # target, horizon, rules: what makes two skills comparable
+    "baseline_name": "VARCHAR",  # the strongest rule on the test rows
+    "baselines": "VARCHAR",  # JSON: every rule's test metrics
+    "skills": "VARCHAR",  # JSON: skill over each rule on the primary metric
+    "skill_p_value": "DOUBLE",  # one-sided Diebold-Mariano (HAC) against the strongest rule
+    "log_loss": "DOUBLE",
+    "brier": "DOUBLE",
 }
 
 
@@ -97,14 +106,19 @@ def append_results(con: duckdb.DuckDBPyConnection, rows: Sequence[dict[str, obje
     return len(fresh)
 
 
-def promoted_skills(con: duckdb.DuckDBPyConnection, model_name: str, limit: int) -> list[float]:
-    """Skill of the most recent promoted versions, newest first (for the regression gate)."""
-    if not table_exists(con, "ml_model_results"):
+def promoted_skills(
+    con: duckdb.DuckDBPyConnection, model_name: str, target_definition: str, limit: int
+) -> list[float]:
+    """Skill of the most recent promoted versions of the same target definition, newest first
+    (for the regression gate). Rows from before the definition was recorded compare with
+    nothing: their skill was measured against other rules."""
+    if "target_definition" not in table_columns(con, "ml_model_results"):
         return []
     rows = con.execute(
         "SELECT skill FROM ml_model_results WHERE model_name = ? AND status = 'promoted' "
-        "AND skill IS NOT NULL ORDER BY trained_at DESC, id DESC LIMIT ?",
-        [model_name, limit],
+        "AND target_definition = ? AND skill IS NOT NULL "
+        "ORDER BY trained_at DESC, id DESC LIMIT ?",
+        [model_name, target_definition, limit],
     ).fetchall()
     return [float(row[0]) for row in rows]
 

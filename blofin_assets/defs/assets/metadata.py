@@ -8,8 +8,10 @@ import duckdb
 from dagster import DataVersion, MaterializeResult, MetadataValue, TableColumn, TableSchema
 
 from blofin_assets.defs.resources import BlofinSettings, DuckDBWarehouse
+from blofin_assets.quality.tables import training_window_covered
 from blofin_assets.storage.candles import candle_sources
 from blofin_assets.storage.derived import DerivedTable, Refresh, refresh_table
+from blofin_assets.storage.warehouse import check_clock, check_identity
 
 OWNERS = ["team:quant-ml"]
 
@@ -57,16 +59,32 @@ def refresh_derived(
     describe: Callable[[duckdb.DuckDBPyConnection], dict[str, Any]] | None = None,
 ) -> MaterializeResult:
     """Bring features or targets up to date and report it; ``describe`` adds the table's own
-    metadata, read on the same connection as the write."""
+    metadata, read on the same connection as the write.
+
+    Refused first, like candles, when the file holds another bar size or bars after "now":
+    a table of either would train on what the run did not ask for.
+    """
+    bar = settings.bar_delta()
     with warehouse.connect() as con:
-        refresh = refresh_table(
-            con, table, training_days=settings.training_days, bar=settings.bar_delta()
+        check_identity(con, bar=settings.bar)
+        check_clock(con, now=settings.now(), bar=bar, as_of=settings.as_of)
+        refresh = refresh_table(con, table, training_days=settings.training_days, bar=bar)
+        coverage = training_window_covered(
+            con,
+            table.name,
+            training_days=settings.training_days,
+            bar=bar,
+            warmup_bars=table.warmup_bars,
         )
         sources = candle_sources(con)
         own = describe(con) if describe is not None else {}
     return MaterializeResult(
         metadata={
             **derived_table_metadata(refresh, table.name, warehouse.path),
+            "instruments": MetadataValue.json(list(table.instruments)),
+            "window_days_asked": MetadataValue.int(settings.training_days),
+            "window_days_covered": MetadataValue.float(coverage.metadata["window_days_covered"]),
+            "window_coverage": coverage.description,
             **provenance(sources),
             **own,
         },

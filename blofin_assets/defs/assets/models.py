@@ -18,18 +18,21 @@ from dagster import (
     asset,
 )
 
+from blofin_assets.defs.assets.candles import candles
 from blofin_assets.defs.assets.features import features
 from blofin_assets.defs.assets.metadata import OWNERS, provenance
 from blofin_assets.defs.assets.targets import targets
 from blofin_assets.defs.resources import BlofinSettings, DuckDBWarehouse, ModelStoreResource
 from blofin_assets.defs.verdicts import check_result
 from blofin_assets.ml.gates import REGRESSION_HISTORY
-from blofin_assets.ml.publish import PublishedModel, train_and_publish
+from blofin_assets.ml.metrics import Evaluation
+from blofin_assets.ml.publish import PublishedModel, target_definition, train_and_publish
 from blofin_assets.ml.specs import ModelSpec
 from blofin_assets.ml.training import training_columns
 from blofin_assets.storage.candles import candle_sources
 from blofin_assets.storage.results import promoted_skills
 from blofin_assets.storage.training_rows import read_training_frame
+from blofin_assets.storage.warehouse import check_clock
 
 GATE_DESCRIPTIONS = {
     "leakage_alarm": "ERROR when a score is implausibly good for this target (likely leakage). "
@@ -50,6 +53,18 @@ def importance_markdown(importances: dict[str, float] | None, top: int = 15) -> 
     return "\n".join(lines)
 
 
+def baselines_markdown(evaluation: Evaluation) -> str:
+    """Every naive rule's test metrics beside the model's, the strongest one marked."""
+    metrics = list(evaluation.metrics)
+    header = ["rule", *metrics]
+    rows = [["**model**", *(f"{evaluation.metrics[m]:.6g}" for m in metrics)]]
+    for name, values in evaluation.baselines.items():
+        label = f"{name} (strongest)" if name == evaluation.baseline_name else name
+        rows.append([label, *(f"{values[m]:.6g}" if m in values else "" for m in metrics)])
+    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    return "\n".join([*lines, *("| " + " | ".join(row) + " |" for row in rows)])
+
+
 def materialization_metadata(published: PublishedModel) -> dict[str, object]:
     trained = published.trained
     evaluation = trained.evaluation
@@ -67,12 +82,21 @@ def materialization_metadata(published: PublishedModel) -> dict[str, object]:
         "primary_metric": evaluation.primary_metric,
         "baseline_kind": trained.evaluation.baseline_name,
         "skill": MetadataValue.float(evaluation.skill),
+        "skill_p_value": MetadataValue.float(
+            evaluation.comparison.p_value if evaluation.comparison else float("nan")
+        ),
+        "skill_by_baseline": MetadataValue.json(evaluation.skills()),
+        "baselines": MetadataValue.md(baselines_markdown(evaluation)),
         "train_seconds": MetadataValue.float(trained.train_seconds),
         "feature_importances": MetadataValue.md(importance_markdown(trained.feature_importances)),
     }
     for name, value in evaluation.metrics.items():
         metadata[f"test_{name}"] = MetadataValue.float(value)
-        metadata[f"baseline_{name}"] = MetadataValue.float(evaluation.baseline[name])
+        strongest = evaluation.strongest(name)  # per metric: log loss has its own rivals
+        if strongest is not None:
+            metadata[f"baseline_{name}"] = MetadataValue.float(
+                evaluation.baselines[strongest][name]
+            )
     for name, value in trained.train_metrics.items():
         metadata[f"train_{name}"] = MetadataValue.float(value)
     return metadata
@@ -96,7 +120,9 @@ def log_outcome(context: AssetExecutionContext, published: PublishedModel) -> No
 def build_model_asset(spec: ModelSpec) -> AssetsDefinition:
     @asset(
         name=spec.name,
-        deps=[features, targets],
+        # candles too: new bars make a model Unsynced at once, not only after features and
+        # targets are rebuilt (Dagster's staleness follows direct parents' data versions).
+        deps=[candles, features, targets],
         group_name="models",
         description=spec.description,
         kinds={spec.kind, "scikit-learn"} if spec.kind != "sklearn" else {"scikit-learn"},
@@ -116,8 +142,12 @@ def build_model_asset(spec: ModelSpec) -> AssetsDefinition:
         model_store: ModelStoreResource,
     ) -> MaterializeResult:
         with warehouse.connect(read_only=True) as con:
+            # A models-only run as of an earlier time must not train on bars after its now.
+            check_clock(con, now=settings.now(), bar=settings.bar_delta(), as_of=settings.as_of)
             frame = read_training_frame(con, training_columns(spec))
-            history = promoted_skills(con, spec.name, REGRESSION_HISTORY)
+            history = promoted_skills(
+                con, spec.name, target_definition(spec, settings.horizon), REGRESSION_HISTORY
+            )
             sources = candle_sources(con)
         published = train_and_publish(
             spec,
