@@ -16,12 +16,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 import duckdb
+import pandas as pd
 import pytest
 
 from blofin_assets.storage.connection import (
     DuckDBDamagedError,
     DuckDBWriteError,
     connect,
+    registered,
     transaction,
 )
 
@@ -225,3 +227,21 @@ def test_a_damaged_write_ahead_log_is_named_too(tmp_path: Path) -> None:
         pass
     assert str(error.value).startswith(f"DuckDB file {path} (or its write-ahead log {log})")
     assert "Corrupt WAL file" in str(error.value) and HINT in str(error.value)
+
+
+def test_a_constraint_broken_inside_a_transaction_is_the_error_raised(tmp_path: Path) -> None:
+    """A failing INSERT of a registered frame aborts the transaction; the clean-up after it
+    must not replace the constraint's own message with "transaction is aborted"."""
+    path = tmp_path / "constraint.duckdb"
+    with connect(path) as con:
+        con.execute("CREATE TABLE t (x INTEGER PRIMARY KEY, CHECK (x > 0))")
+        incoming = pd.DataFrame({"x": [1, -1]})
+        with (
+            pytest.raises(DuckDBWriteError, match=str(path)) as caught,
+            transaction(con),
+            registered(con, "incoming", incoming),
+        ):
+            con.execute("INSERT INTO t SELECT x FROM incoming")
+        assert "CHECK constraint" in str(caught.value)
+        assert "transaction is aborted" not in str(caught.value).split("\n")[0]
+        assert con.execute("SELECT count(*) FROM t").fetchall()[0][0] == 0

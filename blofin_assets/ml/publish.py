@@ -105,6 +105,7 @@ def model_metadata(
     run_id: str,
     horizon: int,
     data_sources: Sequence[str],
+    data_until: pd.Timestamp,
 ) -> dict[str, Any]:
     evaluation = trained.evaluation
     return {
@@ -140,6 +141,8 @@ def model_metadata(
             evaluation.comparison.p_value if evaluation.comparison is not None else None
         ),
         "target_definition": target_definition(trained.spec, horizon),
+        "naive_constants": trained.naive_constants,
+        "data_until": data_until.isoformat(),
         "train_seconds": trained.train_seconds,
         "feature_importances": trained.feature_importances,
         "checks": {
@@ -161,10 +164,14 @@ def train_and_publish(
     horizon: int,
     promoted_skills: Sequence[float],
     run_id: str,
+    data_until: pd.Timestamp,
     data_sources: Sequence[str] = (),
     trained_at: pd.Timestamp | None = None,
 ) -> PublishedModel:
-    """The whole life of one candidate; no path serves a model that failed an ERROR gate."""
+    """The whole life of one candidate; no path serves a model that failed an ERROR gate.
+
+    ``data_until`` is the newest stored bar when it was trained: every bar after it is one the
+    version never saw, which is what makes its later predictions out of sample."""
     trained_at = trained_at or pd.Timestamp.now(tz="UTC")
     trained = train_model(spec, frame, horizon=horizon)
     gates = (leakage_gate(trained), regression_gate(trained, promoted_skills), skill_gate(trained))
@@ -185,6 +192,7 @@ def train_and_publish(
         run_id=run_id,
         horizon=horizon,
         data_sources=data_sources,
+        data_until=data_until,
     )
     store.clean_staging(spec.name)
     interrupted = mark_interrupted_promotions(store, spec.name)
@@ -284,6 +292,7 @@ def result_row(metadata: dict[str, Any], model_path: str) -> dict[str, Any]:
         "skills": json.dumps(metadata["skills"]) if "skills" in metadata else None,
         "skill_p_value": metadata.get("skill_p_value"),
         "log_loss": metrics.get("log_loss"),
+        "data_until": pd.Timestamp(metadata["data_until"]) if metadata.get("data_until") else None,
         "brier": metrics.get("brier"),
         "model_path": model_path,
         "data_start": pd.Timestamp(window["start"]) if window.get("start") else None,

@@ -23,6 +23,7 @@ from blofin_assets.ml.features import REFERENCE_COLUMNS
 from blofin_assets.ml.metrics import (
     Evaluation,
     classification_metrics,
+    majority_class,
     probability_metrics,
     regression_metrics,
     row_losses,
@@ -54,6 +55,10 @@ class TrainedModel:
     feature_importances: dict[str, float] | None
     train_seconds: float
     instruments: tuple[str, ...]
+    # What the rules learned from the training block answer (majority class, share of ups,
+    # mean target in the estimator's space), so the served version's rule can be replayed on
+    # the bars it later predicts.
+    naive_constants: dict[str, float]
 
 
 def check_training_frame(frame: pd.DataFrame, spec: ModelSpec) -> None:
@@ -248,4 +253,14 @@ def train_model(
         feature_importances=feature_importances(estimator, list(spec.features)),
         train_seconds=train_seconds,
         instruments=tuple(sorted(frame["inst_id"].unique())),
+        naive_constants=naive_constants(spec, blocks.y_train),
     )
+
+
+def naive_constants(spec: ModelSpec, y_train: np.ndarray) -> dict[str, float]:
+    if spec.task == "classification":
+        constants = {"majority_class": float(majority_class(y_train))}
+        if set(np.unique(y_train)) <= {0, 1}:
+            constants["base_rate"] = float(np.mean(y_train == 1))
+        return constants
+    return {"training_mean": float(np.mean(y_train))}

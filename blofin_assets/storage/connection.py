@@ -155,12 +155,21 @@ def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
 
 @contextmanager
 def registered(con: duckdb.DuckDBPyConnection, name: str, frame: pd.DataFrame) -> Iterator[str]:
-    """A DataFrame visible to SQL under ``name`` for the duration of the block."""
+    """A DataFrame visible to SQL under ``name`` for the duration of the block.
+
+    A statement that fails inside a transaction aborts it, and then DuckDB refuses even the
+    unregister: that refusal becomes a note on the first error instead of replacing it.
+    """
     con.register(name, frame)
     try:
         yield name
-    finally:
-        con.unregister(name)
+    except BaseException as error:
+        try:
+            con.unregister(name)
+        except duckdb.Error as cleanup_error:
+            error.add_note(f"then unregistering {name!r} failed too: {cleanup_error}")
+        raise
+    con.unregister(name)
 
 
 def insert_new_rows(

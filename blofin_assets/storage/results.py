@@ -51,6 +51,7 @@ RESULTS_COLUMNS: dict[str, str] = {
     "skill_p_value": "DOUBLE",  # one-sided Diebold-Mariano (HAC) against the strongest rule
     "log_loss": "DOUBLE",
     "brier": "DOUBLE",
+    "data_until": "TIMESTAMPTZ",  # the newest bar the version could see
 }
 
 

@@ -29,7 +29,7 @@ from blofin_assets.ml.metrics import Evaluation
 from blofin_assets.ml.publish import PublishedModel, target_definition, train_and_publish
 from blofin_assets.ml.specs import ModelSpec
 from blofin_assets.ml.training import training_columns
-from blofin_assets.storage.candles import candle_sources
+from blofin_assets.storage.candles import candle_sources, newest_candle_ts
 from blofin_assets.storage.results import promoted_skills
 from blofin_assets.storage.training_rows import read_training_frame
 from blofin_assets.storage.warehouse import check_clock
@@ -145,6 +145,7 @@ def build_model_asset(spec: ModelSpec) -> AssetsDefinition:
             # A models-only run as of an earlier time must not train on bars after its now.
             check_clock(con, now=settings.now(), bar=settings.bar_delta(), as_of=settings.as_of)
             frame = read_training_frame(con, training_columns(spec))
+            data_until = newest_candle_ts(con, settings.market().instrument_list())
             history = promoted_skills(
                 con, spec.name, target_definition(spec, settings.horizon), REGRESSION_HISTORY
             )
@@ -157,6 +158,7 @@ def build_model_asset(spec: ModelSpec) -> AssetsDefinition:
             promoted_skills=history,
             run_id=context.run.run_id,
             data_sources=sources,
+            data_until=data_until,
         )
         log_outcome(context, published)
         return MaterializeResult(

@@ -1,0 +1,93 @@
+"""prediction_outcomes: every served (or backtested) prediction, scored once its horizon closed.
+
+One row per (inst_id, ts, model_name, model_version, mode): the bar a version predicted, what
+it predicted, what happened (``realized``, the label exactly as ``targets`` computes it) and
+what the naive rule it was judged against said (``baseline``). Append-only and idempotent: an
+hour replayed adds nothing twice, and a stored outcome is never rewritten.
+"""
+
+from __future__ import annotations
+
+import duckdb
+import pandas as pd
+
+from blofin_assets.storage.connection import insert_new_rows, query_frame, transaction
+from blofin_assets.storage.sql import table_exists
+
+OUTCOMES_TABLE = "prediction_outcomes"
+MODES = ("live", "backtest")
+OUTCOMES_DDL = f"""
+CREATE TABLE IF NOT EXISTS {OUTCOMES_TABLE} (
+    inst_id VARCHAR NOT NULL,
+    ts TIMESTAMPTZ NOT NULL,            -- the bar predicted (its features are of bars <= ts)
+    model_name VARCHAR NOT NULL,
+    model_version VARCHAR NOT NULL,     -- backtest versions: 'backtest-<retrain time>'
+    mode VARCHAR NOT NULL,              -- 'live' or 'backtest'
+    horizon INTEGER NOT NULL,
+    prediction DOUBLE NOT NULL,         -- in target units (direction: the class 0/1)
+    probability DOUBLE,                 -- direction: the predicted probability of up
+    realized DOUBLE NOT NULL,           -- the label, as targets computes it
+    baseline DOUBLE NOT NULL,           -- the strongest naive rule's forecast, target units
+    baseline_name VARCHAR NOT NULL,
+    close DOUBLE NOT NULL,              -- close at ts: prices are judged as log returns from it
+    realized_return DOUBLE NOT NULL,    -- ln(close[t+H] / close[t]), for the trading rule
+    data_until TIMESTAMPTZ NOT NULL,    -- the newest bar the version saw; always < ts
+    scored_at TIMESTAMPTZ NOT NULL,
+    PRIMARY KEY (inst_id, ts, model_name, model_version, mode),
+    CHECK (mode IN ('live', 'backtest')),
+    CHECK (ts > data_until)
+)
+"""
+OUTCOME_COLUMNS = [
+    "inst_id", "ts", "model_name", "model_version", "mode", "horizon", "prediction",
+    "probability", "realized", "baseline", "baseline_name", "close", "realized_return",
+    "data_until", "scored_at",
+]  # fmt: skip
+
+
+def ensure_outcomes_table(con: duckdb.DuckDBPyConnection) -> None:
+    con.execute(OUTCOMES_DDL)
+
+
+def append_outcomes(con: duckdb.DuckDBPyConnection, frame: pd.DataFrame) -> int:
+    """Insert the outcomes not stored yet, in one transaction; returns how many were new.
+
+    The table's CHECK refuses an outcome for a bar at or before its version's ``data_until``
+    (an in-sample "prediction"), so the out-of-sample rule holds whatever the caller did.
+    """
+    ensure_outcomes_table(con)
+    if frame.empty:
+        return 0
+    missing = [column for column in OUTCOME_COLUMNS if column not in frame.columns]
+    if missing:
+        raise ValueError(f"{OUTCOMES_TABLE} rows lack columns {missing}")
+    unknown = sorted(set(frame["mode"]) - set(MODES))
+    if unknown:
+        raise ValueError(f"{OUTCOMES_TABLE}: mode must be one of {MODES}, got {unknown}")
+    with transaction(con):
+        return insert_new_rows(con, OUTCOMES_TABLE, frame, OUTCOME_COLUMNS)
+
+
+def read_outcomes(
+    con: duckdb.DuckDBPyConnection,
+    *,
+    model_name: str | None = None,
+    mode: str | None = None,
+    since: pd.Timestamp | None = None,
+) -> pd.DataFrame:
+    """Stored outcomes in time order (ts, inst_id), optionally of one model, mode or span."""
+    if not table_exists(con, OUTCOMES_TABLE):
+        return pd.DataFrame(columns=OUTCOME_COLUMNS)
+    where, params = ["TRUE"], []
+    for column, value in (("model_name", model_name), ("mode", mode)):
+        if value is not None:
+            where.append(f"{column} = ?")
+            params.append(value)
+    if since is not None:
+        where.append("ts >= ?")
+        params.append(since.to_pydatetime())
+    return query_frame(
+        con,
+        f"SELECT * FROM {OUTCOMES_TABLE} WHERE {' AND '.join(where)} ORDER BY ts, inst_id",
+        params,
+    )
