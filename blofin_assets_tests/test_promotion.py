@@ -11,8 +11,10 @@ import joblib
 import pandas as pd
 
 from blofin_assets.market.sources.demo import demo_candles
+from blofin_assets.ml.publish import target_definition
+from blofin_assets.ml.specs import SPECS_BY_NAME
 from blofin_assets.ml.store import ModelStore
-from blofin_assets.storage.results import promoted_skills
+from blofin_assets.storage.results import append_results, migrate_results, promoted_skills
 from blofin_assets_tests.conftest import Project
 from blofin_assets_tests.markets import periodic_market
 
@@ -123,3 +125,31 @@ def test_a_promotion_cut_short_is_relabelled_and_never_counts_as_promoted(
     with duckdb.connect(str(project.db_path), read_only=True) as con:
         definition = store.read_metadata(name, newest)["target_definition"]
         assert len(promoted_skills(con, name, definition, 10)) == 2
+
+
+def test_the_regression_history_holds_only_versions_of_the_same_target_definition(
+    tmp_path: Path,
+) -> None:
+    """BLOFIN_HORIZON 5 -> 30 -> 5: an H=30 candidate is not judged against H=5 skills, and
+    the H=5 history resumes where it was; rows from before definitions were recorded (NULL)
+    count for neither."""
+    spec = SPECS_BY_NAME["risk_scorer"]
+    rows = []
+    for i, (horizon, skill) in enumerate([(5, 0.15), (5, 0.16), (30, 0.02), (None, 0.9)]):
+        rows.append(
+            {
+                "model_name": spec.name,
+                "version": f"v{i}",
+                "status": "promoted",
+                "trained_at": pd.Timestamp("2026-11-20T12:00Z") + pd.Timedelta(hours=i),
+                "skill": skill,
+                "horizon": horizon,
+                "target_definition": None if horizon is None else target_definition(spec, horizon),
+            }
+        )
+    with duckdb.connect(str(tmp_path / "r.duckdb")) as con:
+        migrate_results(con)
+        assert append_results(con, rows) == 4
+        assert promoted_skills(con, spec.name, target_definition(spec, 5), 10) == [0.16, 0.15]
+        assert promoted_skills(con, spec.name, target_definition(spec, 30), 10) == [0.02]
+        assert promoted_skills(con, spec.name, target_definition(spec, 60), 10) == []

@@ -107,6 +107,7 @@ def reference_targets(close: np.ndarray, horizon: int) -> pd.DataFrame:
         z = (np.log(close[t + horizon] / close[t]) - np.log(close[t] / close[t - horizon])) / (
             sigma * np.sqrt(2 * horizon)
         )
+        z_zero_forward = -np.log(close[t] / close[t - horizon]) / (sigma * np.sqrt(2 * horizon))
         rows.append(
             {
                 "target_direction": int(close[t + horizon] > close[t]),
@@ -119,6 +120,11 @@ def reference_targets(close: np.ndarray, horizon: int) -> pd.DataFrame:
                 "naive_volatility": naive_vol,
                 "naive_risk_level": 50.0,
                 "naive_volatility_level": scale,
+                "naive_direction_last_h": float(close[t] > close[t - horizon]),
+                "naive_direction_last_bar": float(close[t] > close[t - 1]),
+                "naive_momentum_zero_forward": (
+                    0.0 if z_zero_forward < -0.5 else (2.0 if z_zero_forward > 0.5 else 1.0)
+                ),
             }
         )
     return pd.DataFrame(rows)
