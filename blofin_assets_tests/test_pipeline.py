@@ -202,7 +202,8 @@ def test_asset_graph_shape(project: Project) -> None:
     graph = project.defs().resolve_asset_graph()
     keys = {key.to_user_string() for key in graph.get_all_asset_keys()}
     assert keys == {
-        "candles", "features", "targets", *MODEL_NAMES, "ml_model_results", "model_predictions"
+        "candles", "features", "targets", *MODEL_NAMES, "ml_model_results", "model_predictions",
+        "prediction_outcomes", "forward_performance",
     }  # fmt: skip
     for name in MODEL_NAMES:
         node = graph.get(AssetKey(name))
@@ -212,6 +213,14 @@ def test_asset_graph_shape(project: Project) -> None:
     assert {p.to_user_string() for p in graph.get(AssetKey("ml_model_results")).parent_keys} == set(
         MODEL_NAMES
     )
+    outcomes = graph.get(AssetKey("prediction_outcomes"))
+    assert {p.to_user_string() for p in outcomes.parent_keys} == {
+        "ml_model_results", "features", "targets"
+    }  # fmt: skip
+    assert outcomes.group_name == "forward_record" and outcomes.owners
+    forward = graph.get(AssetKey("forward_performance"))
+    assert {p.to_user_string() for p in forward.parent_keys} == {"prediction_outcomes"}
+    assert forward.group_name == "forward_record" and forward.owners
 
 
 def test_definitions_are_loadable_as_dagster_loads_them(project: Project) -> None:

@@ -25,7 +25,9 @@ LOCATION = "blofin_assets"
 JOB = "hourly_training"
 SCHEDULE = "hourly_training_schedule"
 MODEL_NAMES = sorted(spec.name for spec in MODEL_SPECS)
-MODEL_CHECKS = {"leakage_alarm", "metric_regression", "beats_baseline", "served_files_intact"}
+MODEL_CHECKS = {
+    "leakage_alarm", "metric_regression", "beats_baseline", "served_files_intact", "live_skill"
+}  # fmt: skip
 DATA_ASSETS = ["candles", "features", "targets"]
 ALL_ASSETS = {*DATA_ASSETS, *MODEL_NAMES, "ml_model_results"}
 LATER_AS_OF = "2026-11-20T13:00:30Z"  # one hour after FROZEN_NOW: 60 new bars per instrument

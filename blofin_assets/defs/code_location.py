@@ -6,10 +6,16 @@ from dagster import Definitions
 
 from blofin_assets.defs.assets.candles import candles
 from blofin_assets.defs.assets.features import features
+from blofin_assets.defs.assets.forward_performance import (
+    build_forward_performance_asset,
+    build_live_skill_check,
+)
 from blofin_assets.defs.assets.models import build_model_asset
+from blofin_assets.defs.assets.outcomes import build_outcomes_asset
 from blofin_assets.defs.assets.predictions import build_predictions_asset
 from blofin_assets.defs.assets.results import build_results_asset
 from blofin_assets.defs.assets.targets import targets
+from blofin_assets.defs.backtest import walk_forward_backtest_job
 from blofin_assets.defs.checks import DATA_CHECKS, build_served_model_check
 from blofin_assets.defs.executors import in_process_by_default
 from blofin_assets.defs.jobs import hourly_training_job
@@ -24,10 +30,16 @@ def build_definitions(specs: Sequence[ModelSpec] = MODEL_SPECS) -> Definitions:
     model_assets = [build_model_asset(spec) for spec in specs]
     results = build_results_asset(model_assets)
     predictions = build_predictions_asset(results, [spec.name for spec in specs])
+    outcomes = build_outcomes_asset(results, [spec.name for spec in specs])
+    forward = build_forward_performance_asset(list(specs))
     return Definitions(
-        assets=[candles, features, targets, *model_assets, results, predictions],
-        asset_checks=[*DATA_CHECKS, *(build_served_model_check(spec.name) for spec in specs)],
-        jobs=[hourly_training_job],
+        assets=[candles, features, targets, *model_assets, results, predictions, outcomes, forward],
+        asset_checks=[
+            *DATA_CHECKS,
+            *(build_served_model_check(spec.name) for spec in specs),
+            *(build_live_skill_check(spec) for spec in specs),
+        ],
+        jobs=[hourly_training_job, walk_forward_backtest_job],
         schedules=[hourly_training_schedule],
         resources=default_resources(),
         # In-process unless run config selects multiprocess (see executors.py).

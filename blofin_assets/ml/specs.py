@@ -66,6 +66,13 @@ class ModelSpec:
     regression_warn_drop: float = 0.05
     regression_error_drop: float = 0.10
     features: tuple[str, ...] = MODEL_FEATURES
+    # The live_skill check (forward/live_skill.py); how a model is judged, not what it learns,
+    # so fingerprint() leaves them out. A window with fewer scored predictions is not judged
+    # (~100 bars of 3 instruments); WARN when 24 h skill is below the promoted skill by more
+    # than the margin; ERROR only once the live record reaches back this many days of the week.
+    live_min_predictions: int = 300
+    live_skill_margin: float = 0.10
+    live_error_days: float = 6.0
 
     @property
     def model_type(self) -> str:

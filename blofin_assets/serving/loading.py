@@ -23,14 +23,29 @@ class ModelIntegrityError(RuntimeError):
     """A served file is missing, truncated or not the one that was trained."""
 
 
+def models_root(models_dir: str | Path | None) -> ModelStore:
+    return ModelStore(models_dir or os.environ.get("BLOFIN_MODELS_DIR", DEFAULT_MODELS_DIR))
+
+
 def load_model(name: str, models_dir: str | Path | None = None) -> ServedModel:
     """The served version of ``name``, verified before anything is unpickled."""
-    store = ModelStore(models_dir or os.environ.get("BLOFIN_MODELS_DIR", DEFAULT_MODELS_DIR))
+    store = models_root(models_dir)
     directory = store.served_dir(name)
     if directory is None or not directory.is_dir():
         raise ModelIntegrityError(
             f"no served version of {name!r} under {store.model_dir(name)}: materialize it first"
         )
+    # The link is read once: the version directory itself never changes once written.
+    return load_version(name, directory.name, store.root)
+
+
+def load_version(name: str, version: str, models_dir: str | Path | None = None) -> ServedModel:
+    """Any kept version of ``name`` (served or not), verified exactly as the served one is:
+    the forward record replays the versions that served each past hour."""
+    store = models_root(models_dir)
+    directory = store.version_dir(name, version)
+    if not directory.is_dir():
+        raise ModelIntegrityError(f"no version {version!r} of {name!r} at {directory}")
     try:
         metadata = json.loads((directory / "metadata.json").read_text())
         config = json.loads((directory / "config.json").read_text())

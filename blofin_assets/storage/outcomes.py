@@ -91,3 +91,32 @@ def read_outcomes(
         f"SELECT * FROM {OUTCOMES_TABLE} WHERE {' AND '.join(where)} ORDER BY ts, inst_id",
         params,
     )
+
+
+def newest_outcomes(
+    con: duckdb.DuckDBPyConnection, *, model_name: str, mode: str
+) -> dict[tuple[str, str], pd.Timestamp]:
+    """(model_version, inst_id) -> the newest stored ts: where each version's record resumes,
+    so an hourly run predicts only the bars it has not scored."""
+    if not table_exists(con, OUTCOMES_TABLE):
+        return {}
+    frame = query_frame(
+        con,
+        f"SELECT model_version, inst_id, max(ts) AS ts FROM {OUTCOMES_TABLE} "
+        "WHERE model_name = ? AND mode = ? GROUP BY model_version, inst_id",
+        [model_name, mode],
+    )
+    return {
+        (version, inst): ts
+        for version, inst, ts in zip(
+            frame["model_version"], frame["inst_id"], frame["ts"], strict=True
+        )
+    }
+
+
+def outcomes_size(con: duckdb.DuckDBPyConnection) -> tuple[int, pd.Timestamp | None]:
+    """(stored outcomes, newest ts scored): the table's data version."""
+    if not table_exists(con, OUTCOMES_TABLE):
+        return 0, None
+    count, newest = con.execute(f"SELECT count(*), max(ts) FROM {OUTCOMES_TABLE}").fetchall()[0]
+    return int(count), pd.Timestamp(newest).tz_convert("UTC") if newest is not None else None

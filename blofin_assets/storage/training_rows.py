@@ -8,7 +8,7 @@ from typing import Any
 import duckdb
 import pandas as pd
 
-from blofin_assets.storage.connection import query_frame
+from blofin_assets.storage.connection import query_frame, registered
 from blofin_assets.storage.sql import quote_identifier, scalar, table_columns
 
 
@@ -44,6 +44,39 @@ def read_training_frame(
         con,
         f"SELECT {select} FROM features f JOIN targets t USING (inst_id, ts) ORDER BY ts, inst_id",
     )
+
+
+SPAN_COLUMNS = ["span", "inst_id", "after", "until"]
+
+
+def read_labelled_spans(con: duckdb.DuckDBPyConnection, spans: pd.DataFrame) -> pd.DataFrame:
+    """Labelled rows (every features and targets column) inside per-instrument spans of bars.
+
+    ``spans`` holds SPAN_COLUMNS: a ``span`` label (e.g. a model version) returned on its rows,
+    ``inst_id``, ``after`` (exclusive) and ``until`` (inclusive; NaT = no end). One query for
+    every span: a forward record asks for one span per version and instrument each hour.
+    Rows are in (span, ts, inst_id) order.
+    """
+    missing = [c for c in SPAN_COLUMNS if c not in spans.columns]
+    if missing:
+        raise ValueError(f"spans lack columns {missing}")
+    for table in ("features", "targets"):
+        if not table_columns(con, table):
+            raise ValueError(f"table {table!r} does not exist yet: materialize it first")
+    bounds = spans[SPAN_COLUMNS].astype({"span": str, "inst_id": str})
+    for column in ("after", "until"):
+        bounds[column] = pd.to_datetime(bounds[column], utc=True)
+    if bounds["after"].isna().any():
+        raise ValueError("every span needs an `after` bound: a bar the reader has not seen")
+    with registered(con, "labelled_spans", bounds):
+        return query_frame(
+            con,
+            "SELECT s.span, f.*, t.* EXCLUDE (inst_id, ts) FROM labelled_spans s "
+            "JOIN features f ON f.inst_id = s.inst_id AND f.ts > s.after "
+            "AND (s.until IS NULL OR f.ts <= s.until) "
+            "JOIN targets t ON t.inst_id = f.inst_id AND t.ts = f.ts "
+            "ORDER BY s.span, f.ts, f.inst_id",
+        )
 
 
 def latest_feature_rows(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:

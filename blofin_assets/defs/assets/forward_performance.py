@@ -1,0 +1,236 @@
+"""forward_performance: how each served model did on the bars it predicted, and its checks.
+
+The asset reads prediction_outcomes, computes every model's window figures and direction's
+trading rule (forward/record.py), appends them to main.forward_performance and reports the
+few figures that matter first, as numbers the UI plots over time: each model's live skill
+over 24 h and 7 d with its count and p-value, and the rule's net return beside always-long.
+Tables and the equity-curve picture follow.
+
+``live_skill`` is an asset check on each *model* asset, not on this one: it is a verdict on
+the model, so it sits beside that model's gates (leakage_alarm, metric_regression,
+beats_baseline) on the model's page and in its health, where a person deciding whether to act
+on the model looks, under the same name for every model. It reads this asset's newest rows
+(additional_deps), so in the hourly job it runs after them.
+"""
+
+import base64
+import math
+
+import pandas as pd
+from dagster import (
+    AssetCheckResult,
+    AssetChecksDefinition,
+    AssetKey,
+    AssetsDefinition,
+    Config,
+    DataVersion,
+    MaterializeResult,
+    MetadataValue,
+    asset,
+    asset_check,
+)
+from pydantic import Field
+
+from blofin_assets.defs.assets.metadata import OWNERS
+from blofin_assets.defs.resources import BlofinSettings, DuckDBWarehouse, ModelStoreResource
+from blofin_assets.defs.verdicts import check_result
+from blofin_assets.forward.live_skill import live_skill
+from blofin_assets.forward.record import DIRECTION_MODEL, ForwardRecord, forward_record
+from blofin_assets.forward.trading import (
+    DEFAULT_MARGIN,
+    DEFAULT_TAKER_FEE_BPS,
+    FEE_SOURCE,
+    TradingRule,
+)
+from blofin_assets.ml.specs import ModelSpec
+from blofin_assets.ml.store import ModelStore
+from blofin_assets.storage.forward import (
+    FORWARD_TABLE,
+    append_forward_performance,
+    forward_size,
+    promotion_skills,
+    read_forward_performance,
+)
+from blofin_assets.storage.outcomes import read_outcomes
+
+OUTCOMES_KEY = AssetKey("prediction_outcomes")
+FORWARD_KEY = AssetKey("forward_performance")
+
+
+class ForwardPerformanceConfig(Config):
+    margin: float = Field(
+        default=DEFAULT_MARGIN, description="Trade only when |p - 0.5| exceeds this margin"
+    )
+    fee_bps: float = Field(
+        default=DEFAULT_TAKER_FEE_BPS, description=f"Taker fee per side, bps ({FEE_SOURCE})"
+    )
+
+
+def training_base_rates(
+    store: ModelStore, versions: set[tuple[str, str]]
+) -> dict[tuple[str, str], float]:
+    """Each direction version's training share of ups, from its metadata.json when at hand."""
+    rates = {}
+    for name, version in versions:
+        if name != DIRECTION_MODEL:
+            continue
+        try:
+            constants = store.read_metadata(name, version).get("naive_constants") or {}
+        except (OSError, ValueError):
+            continue  # a backtest version has no files: calibration.py says what is used
+        if "base_rate" in constants:
+            rates[(name, version)] = float(constants["base_rate"])
+    return rates
+
+
+def fmt(value: object) -> str:
+    if isinstance(value, float):
+        return "" if math.isnan(value) else f"{value:.4g}"
+    return str(value)
+
+
+def table(frame: pd.DataFrame, columns: list[str]) -> str:
+    """The rows that scored something; a model without outcomes yet has NaN figures only."""
+    frame = frame[frame["n"] > 0]
+    if frame.empty:
+        return "No scored outcomes yet."
+    lines = ["| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns)]
+    lines += ["| " + " | ".join(fmt(row[c]) for c in columns) + " |" for _, row in frame.iterrows()]
+    return "\n".join(lines)
+
+
+def calibration_markdown(record: ForwardRecord) -> str:
+    """Live over 24 h, and every track over all its outcomes (the 7 d bins add little)."""
+    lines = ["| track | window | p from | p to | rows | mean p | share up |", "|" + " --- |" * 7]
+    for p in record.performances:
+        shown = p.window == "all" or (p.mode == "live" and p.window == "24h")
+        if p.model_name == DIRECTION_MODEL and p.probability is not None and shown:
+            for b in p.probability.calibration:
+                lines.append(
+                    f"| {p.mode} {p.variant} | {p.window} | {b.lower:.3f} | {b.upper:.3f} | "
+                    f"{b.rows} | {b.mean_probability:.3f} | {b.realized_frequency:.3f} |"
+                )
+    return "\n".join(lines) if len(lines) > 2 else "No scored probabilities yet."
+
+
+def equity_markdown(record: ForwardRecord) -> str:
+    from blofin_assets.forward.charts import equity_curves_png  # matplotlib: only when drawn
+
+    panels = {
+        f"{mode} ({variant}), all outcomes, fee {record.rule.fee_bps:g} bps/side": results
+        for (mode, variant, window), results in record.trading.items()
+        if window == "all" and results["rule"].equity.size
+    }
+    encoded = base64.b64encode(equity_curves_png(panels)).decode()
+    return f"![equity curves](data:image/png;base64,{encoded})"
+
+
+def headline(record: ForwardRecord, names: list[str]) -> dict[str, object]:
+    """The figures that matter, first and numeric, so the UI plots them over time."""
+    metadata: dict[str, object] = {}
+    for name in names:
+        day, week = record.find(name, "24h"), record.find(name, "7d")
+        metadata[f"{name}_live_skill_24h"] = MetadataValue.float(day.skill if day else math.nan)
+        metadata[f"{name}_live_skill_7d"] = MetadataValue.float(week.skill if week else math.nan)
+        metadata[f"{name}_live_n_24h"] = MetadataValue.int(day.n if day else 0)
+        metadata[f"{name}_live_p_value_24h"] = MetadataValue.float(day.p_value if day else 1.0)
+    for window in ("24h", "7d"):
+        trading = record.trading.get(("live", "served", window), {})
+        for strategy, key in (("rule", "direction_rule"), ("always_long", "always_long")):
+            result = trading.get(strategy)
+            value = result.net_return if result is not None else math.nan
+            metadata[f"{key}_live_net_return_{window}"] = MetadataValue.float(value)
+    return metadata
+
+
+def materialization_metadata(record: ForwardRecord, names: list[str]) -> dict[str, object]:
+    frame = record.frame()
+    frame["track"] = frame["mode"] + " " + frame["variant"]
+    direction = frame[frame["model_name"] == DIRECTION_MODEL]
+    performance = ["model_name", "track", "window", "n", "primary_metric", "model_value"]
+    performance += ["baseline_value", "skill", "p_value", "beats_baseline_beyond_noise"]
+    probability = ["track", "window", "probability_rows", "log_loss", "coin_flip_log_loss"]
+    probability += ["base_rate_log_loss", "brier", "base_rate_brier", "base_rate_source"]
+    trading = ["track", "window"]
+    trading += [f"{s}_{f}" for s in ("rule", "long") for f in ("net_return", "sharpe")]
+    trading += ["rule_gross_return", "rule_hit_rate", "rule_turnover", "rule_max_drawdown"]
+    trading += ["long_max_drawdown", "flat_net_return"]
+    return {
+        **headline(record, names),
+        "dagster/table_name": f"main.{FORWARD_TABLE}",
+        "performance": MetadataValue.md(table(frame, performance)),
+        "direction_probability": MetadataValue.md(table(direction, probability)),
+        "direction_calibration": MetadataValue.md(calibration_markdown(record)),
+        "direction_trading": MetadataValue.md(table(direction, trading)),
+        "trading_rule": f"long p > {0.5 + record.rule.margin:g}, short p < "
+        f"{0.5 - record.rule.margin:g}, 1/H per bar held H bars; taker fee "
+        f"{record.rule.fee_bps:g} bps per side (default {DEFAULT_TAKER_FEE_BPS:g}: {FEE_SOURCE})",
+        "equity_curves": MetadataValue.md(equity_markdown(record)),
+    }
+
+
+def build_forward_performance_asset(specs: list[ModelSpec]) -> AssetsDefinition:
+    names = [spec.name for spec in specs]
+
+    @asset(
+        name="forward_performance",
+        deps=[OUTCOMES_KEY],
+        group_name="forward_record",
+        description="Each model on the bars it predicted (main.forward_performance, appended "
+        "per run): skill over its baseline per window (24 h, 7 d, all) and mode, the "
+        "overlap-aware Diebold-Mariano p-value, direction's log loss, Brier and calibration, "
+        "and its trading rule after fees beside always-long and flat.",
+        kinds={"duckdb"},
+        owners=OWNERS,
+        code_version="forward-performance-1",
+        pool="duckdb_writer",
+    )
+    def forward_performance(
+        config: ForwardPerformanceConfig,
+        settings: BlofinSettings,
+        warehouse: DuckDBWarehouse,
+        model_store: ModelStoreResource,
+    ) -> MaterializeResult:
+        with warehouse.connect(read_only=True) as con:
+            outcomes = read_outcomes(con)
+            versions = set(zip(outcomes["model_name"], outcomes["model_version"], strict=True))
+            promised = promotion_skills(con, versions)
+        record = forward_record(
+            outcomes,
+            specs,
+            bar=settings.bar_delta(),
+            computed_at=pd.Timestamp.now(tz="UTC"),  # when computed, whatever the market clock
+            rule=TradingRule(margin=config.margin, fee_bps=config.fee_bps),
+            base_rates=training_base_rates(model_store.store(), versions),
+            promotion_skills=promised,
+        )
+        with warehouse.connect() as con:
+            added = append_forward_performance(con, record.frame())
+            total, newest = forward_size(con)
+        return MaterializeResult(
+            metadata={
+                **materialization_metadata(record, names),
+                "rows_added": MetadataValue.int(added),
+                "dagster/row_count": MetadataValue.int(total),
+            },
+            data_version=DataVersion(f"{total}:{newest}"),
+        )
+
+    return forward_performance
+
+
+def build_live_skill_check(spec: ModelSpec) -> AssetChecksDefinition:
+    @asset_check(
+        asset=spec.name,
+        name="live_skill",
+        additional_deps=[FORWARD_KEY],
+        description="The served versions on the bars they predicted (forward_performance): "
+        "WARN when 24 h skill is below zero beyond noise or far below the skill at promotion, "
+        "ERROR when below zero beyond noise over 7 days. Thresholds: the model's spec.",
+    )
+    def live_skill_check(warehouse: DuckDBWarehouse) -> AssetCheckResult:
+        with warehouse.connect(read_only=True) as con:
+            latest = read_forward_performance(con)
+        return check_result(live_skill(spec, latest))
+
+    return live_skill_check
