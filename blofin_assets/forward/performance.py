@@ -21,6 +21,7 @@ import pandas as pd
 from scipy.stats import norm
 
 from blofin_assets.forward.calibration import ProbabilityScores, probability_scores
+from blofin_assets.ml.baselines import COIN_FLIP_ROW_LOSS
 from blofin_assets.ml.metrics import row_losses, skill_score
 from blofin_assets.ml.significance import Comparison, diebold_mariano, overlap_lag
 from blofin_assets.ml.specs import ModelSpec
@@ -33,7 +34,6 @@ WINDOWS: dict[str, pd.Timedelta | None] = {
 }
 LIVE_VARIANT = "served"
 # The coin flip has no point forecast: its loss on accuracy is its expectation, one half.
-COIN_FLIP_ROW_LOSS = 0.5
 KEY = ["model_name", "mode", "variant", "inst_id", "ts"]
 
 VersionKey = tuple[str, str]  # (model_name, model_version)

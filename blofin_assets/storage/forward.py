@@ -4,8 +4,7 @@ window of every computation.
 Append-only, keyed by ``computed_at``: each run adds its rows and keeps the earlier ones, so
 the table is the history of live skill (how it moved, not only where it is), and a run that
 stops half-way adds nothing (one transaction). Readers that want the current figures take
-the newest ``computed_at``. Also the one read of ``ml_model_results`` this record needs: the
-skill each version was promoted with, which its live skill is compared against.
+the newest ``computed_at``.
 """
 
 from __future__ import annotations
@@ -16,10 +15,9 @@ import pandas as pd
 from blofin_assets.storage.connection import (
     insert_new_rows,
     query_frame,
-    registered,
     transaction,
 )
-from blofin_assets.storage.sql import quote_identifier, scalar, table_columns, table_exists
+from blofin_assets.storage.sql import quote_identifier, scalar, table_exists
 
 FORWARD_TABLE = "forward_performance"
 STRATEGY_PREFIXES = ("rule", "long", "flat")
@@ -123,20 +121,3 @@ def forward_size(con: duckdb.DuckDBPyConnection) -> tuple[int, str | None]:
     total = int(scalar(con, f"SELECT count(*) FROM {FORWARD_TABLE}"))
     newest = scalar(con, f"SELECT max(computed_at) FROM {FORWARD_TABLE}")
     return total, None if newest is None else pd.Timestamp(newest).isoformat()
-
-
-def promotion_skills(
-    con: duckdb.DuckDBPyConnection, versions: set[tuple[str, str]]
-) -> dict[tuple[str, str], float]:
-    """ml_model_results.skill of each (model_name, version) that has one."""
-    if not versions or not table_exists(con, "ml_model_results"):
-        return {}
-    if not {"model_name", "version", "skill"} <= set(table_columns(con, "ml_model_results")):
-        return {}
-    wanted = pd.DataFrame(sorted(versions), columns=["model_name", "version"])
-    with registered(con, "wanted_versions", wanted):
-        rows = con.execute(
-            "SELECT r.model_name, r.version, r.skill FROM ml_model_results r "
-            "JOIN wanted_versions w USING (model_name, version) WHERE r.skill IS NOT NULL"
-        ).fetchall()
-    return {(name, version): float(skill) for name, version, skill in rows}

@@ -139,3 +139,19 @@ def latest_results(con: duckdb.DuckDBPyConnection, limit: int = 10) -> pd.DataFr
         "FROM ml_model_results ORDER BY id DESC LIMIT ?",
         [limit],
     ).df()
+
+
+def promotion_skills(
+    con: duckdb.DuckDBPyConnection, versions: set[tuple[str, str]]
+) -> dict[tuple[str, str], float]:
+    """ml_model_results.skill of each (model_name, version) that has one: what its live
+    skill is compared against."""
+    if not versions or not table_exists(con, "ml_model_results"):
+        return {}
+    wanted = pd.DataFrame(sorted(versions), columns=["model_name", "version"])
+    with registered(con, "wanted_versions", wanted):
+        rows = con.execute(
+            "SELECT r.model_name, r.version, r.skill FROM ml_model_results r "
+            "JOIN wanted_versions w USING (model_name, version) WHERE r.skill IS NOT NULL"
+        ).fetchall()
+    return {(name, version): float(skill) for name, version, skill in rows}

@@ -48,10 +48,10 @@ from blofin_assets.storage.forward import (
     FORWARD_TABLE,
     append_forward_performance,
     forward_size,
-    promotion_skills,
     read_forward_performance,
 )
 from blofin_assets.storage.outcomes import read_outcomes
+from blofin_assets.storage.results import promotion_skills
 
 OUTCOMES_KEY = AssetKey("prediction_outcomes")
 FORWARD_KEY = AssetKey("forward_performance")
