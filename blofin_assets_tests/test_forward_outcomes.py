@@ -22,6 +22,7 @@ from blofin_assets.serving import ServedModel
 from blofin_assets.storage.candles import read_candles
 from blofin_assets.storage.connection import DuckDBWriteError
 from blofin_assets.storage.outcomes import OUTCOME_COLUMNS, append_outcomes, read_outcomes
+from blofin_assets.storage.training_rows import read_labelled_spans
 from blofin_assets_tests.conftest import Project
 
 MODEL_NAMES = [spec.name for spec in MODEL_SPECS]
@@ -282,3 +283,35 @@ def test_only_served_versions_answer_for_bars_between_their_data_and_the_next() 
         ("v1", pd.Timestamp("2026-11-20T11:59Z"), pd.Timestamp("2026-11-20T13:59Z")),
         ("v4", pd.Timestamp("2026-11-20T13:59Z"), None),
     ]
+
+
+def test_a_bar_back_filled_behind_scored_ones_is_still_read_for_scoring(tmp_path) -> None:
+    """The record never resumes 'after the newest scored bar': a bar that arrives late (a
+    back-filled gap) inside a version's span is read, and the bars already scored are not."""
+    t0 = pd.Timestamp("2026-11-20T12:00Z")
+    bars = [t0 + pd.Timedelta(minutes=m) for m in range(1, 6)]
+    with duckdb.connect(str(tmp_path / "late.duckdb")) as con:
+        con.execute("SET TimeZone = 'UTC'")
+        keyed = pd.DataFrame({"inst_id": "BTC-USDT", "ts": bars})
+        con.register("keyed", keyed.assign(close=100.0))
+        con.execute("CREATE TABLE features AS SELECT * FROM keyed")
+        con.register("labels", keyed.assign(target_price=101.0))
+        con.execute("CREATE TABLE targets AS SELECT * FROM labels")
+        scored = [bars[0], bars[1], bars[3], bars[4]]  # bars[2] came late, after bars[4]
+        row = {
+            "inst_id": "BTC-USDT", "model_name": "price_predictor", "model_version": "v1",
+            "mode": "live", "horizon": 5, "prediction": 100.5, "probability": None,
+            "realized": 101.0, "baseline": 100.0, "baseline_name": "naive_price", "close": 100.0,
+            "realized_return": 0.00995, "data_until": t0, "scored_at": t0,
+        }  # fmt: skip
+        assert append_outcomes(con, pd.DataFrame([{**row, "ts": ts} for ts in scored])) == 4
+        spans = pd.DataFrame(
+            {"span": ["v1"], "inst_id": ["BTC-USDT"], "after": [t0], "until": [pd.NaT]}
+        )
+        unscored = read_labelled_spans(con, spans, unscored_by=("price_predictor", "live"))
+        assert list(unscored["ts"]) == [bars[2]]
+        # Another model's or mode's record does not hide the bar from this one.
+        assert len(read_labelled_spans(con, spans, unscored_by=("risk_scorer", "live"))) == 5
+        assert (
+            len(read_labelled_spans(con, spans, unscored_by=("price_predictor", "backtest"))) == 5
+        )

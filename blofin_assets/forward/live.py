@@ -22,7 +22,6 @@ from blofin_assets.market.clock import as_utc
 from blofin_assets.ml.publish import PROMOTED
 from blofin_assets.ml.store import ModelStore
 from blofin_assets.serving.loading import load_version
-from blofin_assets.storage.outcomes import newest_outcomes
 from blofin_assets.storage.training_rows import read_labelled_spans
 
 LIVE = "live"
@@ -72,21 +71,14 @@ def served_spans(
     return spans
 
 
-def span_bounds(
-    spans: Sequence[ServedSpan],
-    instruments: Sequence[str],
-    stored: Mapping[tuple[str, str], pd.Timestamp],
-) -> pd.DataFrame:
-    """One read bound per (version, instrument): after the newest stored outcome, if any."""
-    bounds = []
-    for span in spans:
-        for inst in instruments:
-            newest = stored.get((span.version, inst))
-            after = max(span.data_until, as_utc(newest)) if newest is not None else span.data_until
-            if span.until is None or after < span.until:
-                bounds.append(
-                    {"span": span.version, "inst_id": inst, "after": after, "until": span.until}
-                )
+def span_bounds(spans: Sequence[ServedSpan], instruments: Sequence[str]) -> pd.DataFrame:
+    """One read bound per (version, instrument): the bars the version answers for."""
+    bounds = [
+        {"span": span.version, "inst_id": inst, "after": span.data_until, "until": span.until}
+        for span in spans
+        for inst in instruments
+        if span.until is None or span.data_until < span.until
+    ]
     return pd.DataFrame(bounds, columns=["span", "inst_id", "after", "until"])
 
 
@@ -97,14 +89,16 @@ def pending_live(
     instruments: Sequence[str],
 ) -> list[PendingSpan]:
     """Every served version's labelled bars not scored yet, for ``instruments``: one label
-    read per model, and only bars after each version's newest stored live outcome."""
+    read per model, leaving out the bars prediction_outcomes already holds (so a bar that
+    arrives late, behind bars already scored, is scored too). The read is bounded by the
+    features and targets tables, i.e. the training window."""
     pending = []
     for name in model_names:
         spans = served_spans(name, list(store.versions(name)), store.served_version(name))
-        bounds = span_bounds(spans, instruments, newest_outcomes(con, model_name=name, mode=LIVE))
+        bounds = span_bounds(spans, instruments)
         if bounds.empty:
             continue
-        rows = read_labelled_spans(con, bounds)
+        rows = read_labelled_spans(con, bounds, unscored_by=(name, LIVE))
         for span in spans:
             own = rows[rows["span"] == span.version]
             if not own.empty:

@@ -93,27 +93,6 @@ def read_outcomes(
     )
 
 
-def newest_outcomes(
-    con: duckdb.DuckDBPyConnection, *, model_name: str, mode: str
-) -> dict[tuple[str, str], pd.Timestamp]:
-    """(model_version, inst_id) -> the newest stored ts: where each version's record resumes,
-    so an hourly run predicts only the bars it has not scored."""
-    if not table_exists(con, OUTCOMES_TABLE):
-        return {}
-    frame = query_frame(
-        con,
-        f"SELECT model_version, inst_id, max(ts) AS ts FROM {OUTCOMES_TABLE} "
-        "WHERE model_name = ? AND mode = ? GROUP BY model_version, inst_id",
-        [model_name, mode],
-    )
-    return {
-        (version, inst): ts
-        for version, inst, ts in zip(
-            frame["model_version"], frame["inst_id"], frame["ts"], strict=True
-        )
-    }
-
-
 def outcomes_size(con: duckdb.DuckDBPyConnection) -> tuple[int, pd.Timestamp | None]:
     """(stored outcomes, newest ts scored): the table's data version."""
     if not table_exists(con, OUTCOMES_TABLE):

@@ -9,7 +9,8 @@ import duckdb
 import pandas as pd
 
 from blofin_assets.storage.connection import query_frame, registered
-from blofin_assets.storage.sql import quote_identifier, scalar, table_columns
+from blofin_assets.storage.outcomes import OUTCOMES_TABLE
+from blofin_assets.storage.sql import quote_identifier, scalar, table_columns, table_exists
 
 
 def read_training_frame(
@@ -49,13 +50,21 @@ def read_training_frame(
 SPAN_COLUMNS = ["span", "inst_id", "after", "until"]
 
 
-def read_labelled_spans(con: duckdb.DuckDBPyConnection, spans: pd.DataFrame) -> pd.DataFrame:
+def read_labelled_spans(
+    con: duckdb.DuckDBPyConnection,
+    spans: pd.DataFrame,
+    *,
+    unscored_by: tuple[str, str] | None = None,
+) -> pd.DataFrame:
     """Labelled rows (every features and targets column) inside per-instrument spans of bars.
 
     ``spans`` holds SPAN_COLUMNS: a ``span`` label (e.g. a model version) returned on its rows,
     ``inst_id``, ``after`` (exclusive) and ``until`` (inclusive; NaT = no end). One query for
     every span: a forward record asks for one span per version and instrument each hour.
-    Rows are in (span, ts, inst_id) order.
+    With ``unscored_by`` = (model_name, mode), rows that prediction_outcomes already holds for
+    that model, mode and version (the span label) are left out, wherever they lie in the span:
+    a bar back-filled behind the newest scored one is still scored. Rows are in (span, ts,
+    inst_id) order.
     """
     missing = [c for c in SPAN_COLUMNS if c not in spans.columns]
     if missing:
@@ -68,6 +77,13 @@ def read_labelled_spans(con: duckdb.DuckDBPyConnection, spans: pd.DataFrame) -> 
         bounds[column] = pd.to_datetime(bounds[column], utc=True)
     if bounds["after"].isna().any():
         raise ValueError("every span needs an `after` bound: a bar the reader has not seen")
+    unscored, params = "", []
+    if unscored_by is not None and table_exists(con, OUTCOMES_TABLE):
+        unscored = (
+            f"WHERE NOT EXISTS (SELECT 1 FROM {OUTCOMES_TABLE} o WHERE o.inst_id = f.inst_id "
+            "AND o.ts = f.ts AND o.model_version = s.span AND o.model_name = ? AND o.mode = ?) "
+        )
+        params = list(unscored_by)
     with registered(con, "labelled_spans", bounds):
         return query_frame(
             con,
@@ -75,7 +91,8 @@ def read_labelled_spans(con: duckdb.DuckDBPyConnection, spans: pd.DataFrame) -> 
             "JOIN features f ON f.inst_id = s.inst_id AND f.ts > s.after "
             "AND (s.until IS NULL OR f.ts <= s.until) "
             "JOIN targets t ON t.inst_id = f.inst_id AND t.ts = f.ts "
-            "ORDER BY s.span, f.ts, f.inst_id",
+            f"{unscored}ORDER BY s.span, f.ts, f.inst_id",
+            params,
         )
 
 
