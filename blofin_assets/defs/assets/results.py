@@ -6,7 +6,7 @@ from dagster import AssetsDefinition, DataVersion, MaterializeResult, MetadataVa
 
 from blofin_assets.defs.assets.metadata import OWNERS
 from blofin_assets.defs.resources import DuckDBWarehouse, ModelStoreResource
-from blofin_assets.ml.publish import unrecorded_rows
+from blofin_assets.ml.result_rows import unrecorded_rows
 from blofin_assets.storage.results import (
     append_results,
     latest_results,
