@@ -15,7 +15,7 @@ from typing import Any
 import pandas as pd
 
 from blofin_assets.ml.gates import leakage_gate, regression_gate, skill_gate
-from blofin_assets.ml.specs import ModelSpec
+from blofin_assets.ml.specs import ModelSpec, metric_unit
 from blofin_assets.ml.store import ModelStore
 from blofin_assets.ml.tables import TARGETS_CODE_VERSION
 from blofin_assets.ml.training import TrainedModel, train_model
@@ -68,6 +68,7 @@ def model_config(spec: ModelSpec, horizon: int) -> dict[str, Any]:
         "horizon_bars": horizon,
         "target_transform": spec.target_transform,
         "output": output,
+        "class_names": list(spec.class_names),
         "usage": "model.predict(scaler.transform(features[config['features']]))",
         "code_version": spec.code_version,
     }
@@ -132,6 +133,9 @@ def model_metadata(
         "baseline_kind": trained.evaluation.baseline_name,
         "metrics": evaluation.metrics,
         "train_metrics": trained.train_metrics,
+        "target_unit": trained.spec.target_unit,
+        "metric_units": {m: metric_unit(trained.spec, m) for m in evaluation.metrics},
+        "class_names": list(trained.spec.class_names),
         "baseline": evaluation.baseline,
         "baselines": evaluation.baselines,
         "skills": evaluation.skills(),

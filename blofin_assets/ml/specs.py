@@ -73,6 +73,10 @@ class ModelSpec:
     live_min_predictions: int = 300
     live_skill_margin: float = 0.10
     live_error_days: float = 6.0
+    # What the target is measured in, so an error is read in its unit (price MAE is a log
+    # return, risk MAE score points); and the classifiers' class names, index = class.
+    target_unit: str = ""
+    class_names: tuple[str, ...] = ()
 
     @property
     def model_type(self) -> str:
@@ -140,6 +144,8 @@ MODEL_SPECS: tuple[ModelSpec, ...] = (
         ),
         kind="xgboost",
         leakage_limits={"accuracy": 0.75},
+        target_unit="class (0 down, 1 up)",
+        class_names=("down", "up"),
         regression_warn_drop=0.03,
         regression_error_drop=0.10,
     ),
@@ -163,6 +169,8 @@ MODEL_SPECS: tuple[ModelSpec, ...] = (
         baselines=("majority_class", "naive_momentum_zero_forward"),
         kind="sklearn",
         leakage_limits={"accuracy": 0.90},
+        target_unit="class (0 decelerating, 1 neutral, 2 accelerating)",
+        class_names=("decelerating", "neutral", "accelerating"),
     ),
     ModelSpec(
         name="risk_scorer",
@@ -185,6 +193,7 @@ MODEL_SPECS: tuple[ModelSpec, ...] = (
         baselines=("naive_risk", "naive_risk_level", "training_mean"),
         kind="sklearn",
         leakage_limits={"r2": 0.95},
+        target_unit="risk score points (0-100)",
     ),
     ModelSpec(
         name="volatility_regressor",
@@ -204,6 +213,7 @@ MODEL_SPECS: tuple[ModelSpec, ...] = (
         row_sampling="even",
         max_test_rows=20_000,
         leakage_limits={"r2": 0.95},
+        target_unit="realised volatility of the next H bars (log-return units, not annualised)",
     ),
     ModelSpec(
         name="price_predictor",
@@ -233,7 +243,24 @@ MODEL_SPECS: tuple[ModelSpec, ...] = (
         scale_target=True,
         max_train_rows=100_000,
         leakage_limits={"r2": 0.95},
+        target_unit="H-bar log return (0.001 = 0.1 %)",
     ),
 )
 
 SPECS_BY_NAME: dict[str, ModelSpec] = {spec.name: spec for spec in MODEL_SPECS}
+
+# Metrics whose unit is not the target's own.
+UNITLESS_METRICS = {
+    "accuracy": "share of rows right (0-1)",
+    "f1": "0-1",
+    "precision": "0-1",
+    "recall": "0-1",
+    "log_loss": "nats per row (a coin: 0.693)",
+    "brier": "squared probability error (a coin: 0.25)",
+    "r2": "share of variance explained",
+}
+
+
+def metric_unit(spec: ModelSpec, metric: str) -> str:
+    """The unit a metric of this model is read in: an error metric's is its target's."""
+    return UNITLESS_METRICS.get(metric, spec.target_unit)
