@@ -69,6 +69,16 @@ def test_split_is_chronological_and_sized_as_asked() -> None:
     assert split.train_end == ts.iloc[split.train_index].max()
 
 
+@pytest.mark.parametrize("unit", ["s", "ms", "us", "ns"])
+def test_boundaries_are_real_times_whatever_the_timestamp_unit(unit: str) -> None:
+    """DuckDB returns microsecond timestamps; the reported boundaries once read as 1970."""
+    frame = pooled_frame(1000, 2)
+    ts = frame["ts"].astype(f"datetime64[{unit}, UTC]")
+    split = purged_split(ts, frame["inst_id"], test_fraction=0.25, horizon=5)
+    assert split.test_start == frame["ts"].iloc[split.test_index].min()
+    assert split.train_end == frame["ts"].iloc[split.train_index].max()
+
+
 def test_single_series_index_rule() -> None:
     ts = pd.Series(pd.date_range("2025-01-01", periods=500, freq="5min", tz="UTC"))
     split = purged_split(ts, np.zeros(len(ts)), test_fraction=0.2, horizon=5)

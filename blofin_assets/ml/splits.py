@@ -48,7 +48,8 @@ def purged_split(
     if horizon < 0:
         raise ValueError(f"horizon must be >= 0, got {horizon}")
     # int64 nanoseconds: np.asarray of tz-aware values makes Python objects (slow on millions).
-    ts = pd.DatetimeIndex(pd.to_datetime(timestamps, utc=True)).asi8
+    # DuckDB hands back microseconds: without as_unit the boundaries read as 1970.
+    ts = pd.DatetimeIndex(pd.to_datetime(timestamps, utc=True)).as_unit("ns").asi8
     codes, _ = pd.factorize(np.asarray(instruments))
     if len(codes) != len(ts):
         raise ValueError(f"{len(ts)} timestamps but {len(codes)} instruments")
