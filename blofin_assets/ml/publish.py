@@ -147,7 +147,9 @@ def model_metadata(
         "naive_constants": trained.naive_constants,
         "data_until": data_until.isoformat(),
         "train_seconds": trained.train_seconds,
-        "feature_importances": trained.feature_importances,
+        "feature_importances": trained.feature_importances.scores,
+        "feature_importance_stderr": trained.feature_importances.stderr,
+        "feature_importance_method": trained.feature_importances.method,
         "checks": {
             gate.check_name: {
                 "passed": gate.passed,

@@ -20,6 +20,7 @@ from sklearn.preprocessing import FunctionTransformer, StandardScaler
 
 from blofin_assets.ml.baselines import naive_rules
 from blofin_assets.ml.features import REFERENCE_COLUMNS
+from blofin_assets.ml.importance import FeatureImportance, feature_importance
 from blofin_assets.ml.metrics import (
     Evaluation,
     classification_metrics,
@@ -52,7 +53,7 @@ class TrainedModel:
     train_rows: int
     test_rows: int
     data_window: tuple[pd.Timestamp, pd.Timestamp]
-    feature_importances: dict[str, float] | None
+    feature_importances: FeatureImportance  # permutation on the test block, method named
     train_seconds: float
     instruments: tuple[str, ...]
     # What the rules learned from the training block answer (majority class, share of ups,
@@ -108,15 +109,6 @@ def wrap_estimator(spec: ModelSpec) -> Any:
         steps.append(("log", FunctionTransformer(np.log, np.exp, check_inverse=False)))
     steps.append(("standardise", StandardScaler()))
     return TransformedTargetRegressor(regressor=estimator, transformer=Pipeline(steps))
-
-
-def feature_importances(estimator: Any, features: list[str]) -> dict[str, float] | None:
-    inner = getattr(estimator, "regressor_", estimator)
-    importances = getattr(inner, "feature_importances_", None)
-    if importances is None:
-        return None
-    pairs = sorted(zip(features, map(float, importances), strict=True), key=lambda p: -p[1])
-    return dict(pairs)
 
 
 def evenly_spaced(frame: pd.DataFrame, rows: int) -> pd.DataFrame:
@@ -250,7 +242,9 @@ def train_model(
         train_rows=len(blocks.train),
         test_rows=len(blocks.test),
         data_window=(blocks.train["ts"].min(), blocks.test["ts"].max()),
-        feature_importances=feature_importances(estimator, list(spec.features)),
+        feature_importances=feature_importance(
+            estimator, spec.features, blocks.x_test, blocks.y_test, metric=spec.primary_metric
+        ),
         train_seconds=train_seconds,
         instruments=tuple(sorted(frame["inst_id"].unique())),
         naive_constants=naive_constants(spec, blocks.y_train),

@@ -5,6 +5,7 @@ candidate in history and serves it only if no ERROR check failed. Its code_versi
 of its spec, so editing one model's hyperparameters marks that model alone stale.
 """
 
+import base64
 from datetime import timedelta
 
 from dagster import (
@@ -24,8 +25,9 @@ from blofin_assets.defs.assets.metadata import OWNERS, provenance
 from blofin_assets.defs.assets.targets import targets
 from blofin_assets.defs.resources import BlofinSettings, DuckDBWarehouse, ModelStoreResource
 from blofin_assets.defs.verdicts import check_result
+from blofin_assets.ml import report
 from blofin_assets.ml.gates import REGRESSION_HISTORY
-from blofin_assets.ml.metrics import Evaluation
+from blofin_assets.ml.importance import importance_chart_png, importance_markdown
 from blofin_assets.ml.publish import PublishedModel, target_definition, train_and_publish
 from blofin_assets.ml.specs import ModelSpec
 from blofin_assets.ml.training import training_columns
@@ -34,72 +36,61 @@ from blofin_assets.storage.results import promoted_skills
 from blofin_assets.storage.training_rows import read_training_frame
 from blofin_assets.storage.warehouse import check_clock
 
+# Dagster calls these checks non-blocking: a failure never stops the steps after this one (the
+# results table records the rejection). The gate is the model asset itself: a candidate that
+# fails an ERROR check is kept in history, not served, and the last good version stays served.
+GATE_EFFECT = "On failure the candidate is not served; the last good version stays served."
 GATE_DESCRIPTIONS = {
-    "leakage_alarm": "ERROR when a score is implausibly good for this target (likely leakage). "
-    "Blocks serving.",
-    "metric_regression": "Skill over baseline against the median of the last promoted versions "
-    "in ml_model_results: WARN beyond a small drop, ERROR (blocks serving) beyond a large one.",
-    "beats_baseline": "WARN when the model does not beat its naive baseline.",
+    "leakage_alarm": "ERROR when a test score is implausibly good for this target (a leak until "
+    f"proven otherwise). {GATE_EFFECT}",
+    "metric_regression": "Skill over the strongest naive rule against the median of the last "
+    "promoted versions in ml_model_results: WARN beyond a small drop, reported only; ERROR "
+    f"beyond a large one. {GATE_EFFECT}",
+    "beats_baseline": "WARN when the skill over the strongest naive rule on the test rows is "
+    "not positive beyond noise. Reported only: the candidate is still served.",
 }
 # The schedule is hourly; two hours without a retrain means a run was missed.
 MODEL_FRESHNESS = FreshnessPolicy.time_window(fail_window=timedelta(hours=2))
 
 
-def importance_markdown(importances: dict[str, float] | None, top: int = 15) -> str:
-    if not importances:
-        return "This estimator does not expose feature importances."
-    lines = ["| feature | importance |", "| --- | --- |"]
-    lines += [f"| {name} | {value:.4f} |" for name, value in list(importances.items())[:top]]
-    return "\n".join(lines)
-
-
-def baselines_markdown(evaluation: Evaluation) -> str:
-    """Every naive rule's test metrics beside the model's, the strongest one marked."""
-    metrics = list(evaluation.metrics)
-    header = ["rule", *metrics]
-    rows = [["**model**", *(f"{evaluation.metrics[m]:.6g}" for m in metrics)]]
-    for name, values in evaluation.baselines.items():
-        label = f"{name} (strongest)" if name == evaluation.baseline_name else name
-        rows.append([label, *(f"{values[m]:.6g}" if m in values else "" for m in metrics)])
-    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
-    return "\n".join([*lines, *("| " + " | ".join(row) + " |" for row in rows)])
-
-
 def materialization_metadata(published: PublishedModel) -> dict[str, object]:
+    """The answer first, in the order the model page shows it: status, what is served, skill
+    over the strongest naive rule, the metric in its unit beside the rule's, rows and window.
+    Numbers a person wants plotted over time stay numeric; the rest is text."""
     trained = published.trained
-    evaluation = trained.evaluation
-    metadata: dict[str, object] = {
-        "version": published.version,
+    meta = published.metadata
+    metric = meta["primary_metric"]
+    return {
         "status": published.status,
-        "status_reason": published.status_reason,
         "served_version": published.served_version or "none",
-        "model_path": MetadataValue.path(str(published.version_dir / "model.pkl")),
-        "model_type": trained.spec.model_type,
+        "skill": MetadataValue.float(round(meta["skill"], 4)),
+        "skill_verdict": report.skill_text(meta),
+        "metric": report.metric_text(meta),
+        "baseline": report.baseline_text(meta),
         "train_rows": MetadataValue.int(trained.train_rows),
         "test_rows": MetadataValue.int(trained.test_rows),
-        "data_window": f"{trained.data_window[0]} .. {trained.data_window[1]} "
-        f"(test from {trained.split.test_start}, purge {trained.split.purge_bars} bars)",
-        "primary_metric": evaluation.primary_metric,
-        "baseline_kind": trained.evaluation.baseline_name,
-        "skill": MetadataValue.float(evaluation.skill),
+        "data_window": report.data_window_text(meta),
+        "status_reason": published.status_reason,
+        "version": published.version,
+        f"test_{metric}": MetadataValue.float(round(meta["primary_value"], 6)),
+        f"baseline_{metric}": MetadataValue.float(round(meta["baseline_value"], 6)),
         "skill_p_value": MetadataValue.float(
-            evaluation.comparison.p_value if evaluation.comparison else float("nan")
+            float("nan") if meta["skill_p_value"] is None else meta["skill_p_value"]
         ),
-        "skill_by_baseline": MetadataValue.json(evaluation.skills()),
-        "baselines": MetadataValue.md(baselines_markdown(evaluation)),
-        "train_seconds": MetadataValue.float(trained.train_seconds),
+        "metrics": MetadataValue.md(report.metrics_markdown(meta)),
+        "baselines": MetadataValue.md(report.baselines_markdown(meta)),
         "feature_importances": MetadataValue.md(importance_markdown(trained.feature_importances)),
+        "feature_importance_chart": MetadataValue.md(importance_chart_markdown(published)),
+        "model_type": trained.spec.model_type,
+        "model_path": MetadataValue.path(str(published.version_dir / "model.pkl")),
+        "train_seconds": MetadataValue.float(round(trained.train_seconds, 2)),
     }
-    for name, value in evaluation.metrics.items():
-        metadata[f"test_{name}"] = MetadataValue.float(value)
-        strongest = evaluation.strongest(name)  # per metric: log loss has its own rivals
-        if strongest is not None:
-            metadata[f"baseline_{name}"] = MetadataValue.float(
-                evaluation.baselines[strongest][name]
-            )
-    for name, value in trained.train_metrics.items():
-        metadata[f"train_{name}"] = MetadataValue.float(value)
-    return metadata
+
+
+def importance_chart_markdown(published: PublishedModel) -> str:
+    """The bar chart inline, as forward_performance shows its equity curves."""
+    png = importance_chart_png(published.trained.feature_importances, published.trained.spec.name)
+    return f"![feature importances](data:image/png;base64,{base64.b64encode(png).decode()})"
 
 
 def log_outcome(context: AssetExecutionContext, published: PublishedModel) -> None:
