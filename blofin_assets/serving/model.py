@@ -8,6 +8,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from blofin_assets.ml.specs import SPECS_BY_NAME
+
 
 @dataclass(frozen=True)
 class ServedModel:
@@ -21,6 +23,38 @@ class ServedModel:
     @property
     def features(self) -> list[str]:
         return list(self.config["features"])
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        """The classes' names, index = class; () for a regressor. From config.json (or
+        metadata.json); a version written before they were recorded takes its spec's, whose
+        class coding has not changed since the first release."""
+        if self.config["task"] != "classification":
+            return ()
+        for source in (self.config, self.metadata):
+            if source.get("class_names"):
+                return tuple(source["class_names"])
+        spec = SPECS_BY_NAME.get(self.name)
+        return spec.class_names if spec is not None else ()
+
+    def labels(self, scored: pd.DataFrame) -> pd.Series:
+        """The predicted class's name for each row of ``predict``'s output: the likeliest
+        class (for direction, the side of 0.5 its probability of up is on; a tie is down, as
+        the estimator's own predict has it). None for a regressor, or a classifier whose
+        classes have no names recorded anywhere."""
+        columns = [c for c in scored.columns if c.startswith("p_")]
+        names = self.class_names
+        if not columns or not names:
+            return pd.Series(None, index=scored.index, dtype="object")
+        classes = [int(c[2:]) for c in columns]
+        unnamed = [c for c in classes if not 0 <= c < len(names)]
+        if unnamed:
+            raise ValueError(
+                f"{self.name} {self.version}: classes {unnamed} have no name in class_names "
+                f"{list(names)}"
+            )
+        likeliest = np.asarray(classes)[scored[columns].to_numpy().argmax(axis=1)]
+        return pd.Series([names[c] for c in likeliest], index=scored.index, dtype="object")
 
     def predict(self, features: pd.DataFrame) -> pd.DataFrame:
         """Score rows of the features table: one output row per input row, index kept.
