@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -24,6 +26,15 @@ from blofin_assets_tests.conftest import Project
 
 MODEL_NAMES = [spec.name for spec in MODEL_SPECS]
 DAGSTER = str(Path(sys.executable).with_name("dagster"))
+# A line of the CLI's run log: time - dagster - level - job - run id - [pid -] step - text.
+LOG_LINE = re.compile(r"^\S+ \S+ \+0000 - dagster - (\w+) - \w+ - [0-9a-f-]{36} - (.*)$")
+FAILED_EVALUATION = re.compile(r"Asset check '(\w+)' on '(\w+)' did not pass")
+FAILURE_LOGGED = re.compile(r" - check (\w+) on (\w+) FAILED \((?:WARN|ERROR)\): ")
+SUMMARY_LINE = re.compile(
+    r"^live_skill - (\w+): (promoted|[A-Z]+ \(.+\)), skill [+-]\d+\.\d{3} over \w+ "
+    r"\(\w+, p=[^)]+\), serving \S+"
+)
+RUN_ENDING = ["STEP_SUCCESS", "ENGINE_EVENT", "RUN_SUCCESS"]
 
 
 def all_served_models_load(models_dir: Path) -> None:
@@ -44,6 +55,39 @@ def cli_materialize(project: Project, dagster_home: Path, log: Path) -> subproce
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
+
+
+def run_log(path: Path) -> list[tuple[str, str]]:
+    """(level, the rest) of each line the run logged: the banner and tracebacks left out."""
+    return [m.groups() for m in map(LOG_LINE.match, path.read_text().splitlines()) if m]
+
+
+def assert_failed_checks_are_warnings(lines: list[tuple[str, str]]) -> set[tuple[str, str]]:
+    """Every check evaluation that did not pass (a DEBUG event) is also said at WARNING or
+    ERROR in the same log; returns them as (check, asset)."""
+    failed = {m.groups() for _, text in lines if (m := FAILED_EVALUATION.search(text))}
+    logged = {
+        m.groups()
+        for level, text in lines
+        if level in ("WARNING", "ERROR") and (m := FAILURE_LOGGED.search(text))
+    }
+    assert failed == logged
+    return failed
+
+
+def assert_ends_with_the_summary(lines: list[tuple[str, str]]) -> None:
+    """The run's last lines of our own: a headline, then one line per model, in name order;
+    after them only Dagster's own ending of the step and the run."""
+    ours = [i for i, (level, _) in enumerate(lines) if level != "DEBUG"]
+    ending = [text for _, text in lines[ours[-1] + 1 :]]
+    # The CLI's console sometimes leaves out the last STEP_SUCCESS (the event log has it).
+    assert ending and " - RUN_SUCCESS - " in ending[-1], ending
+    assert all(any(f" - {event} - " in text for event in RUN_ENDING) for text in ending), ending
+    summary = [lines[i] for i in ours[-1 - len(MODEL_NAMES) :]]
+    assert {level for level, _ in summary} == {"INFO"}, summary
+    assert summary[0][1].startswith("live_skill - run summary: 5 model versions trained ("), summary
+    names = [m.group(1) for m in (SUMMARY_LINE.match(text) for _, text in summary[1:]) if m]
+    assert names == sorted(MODEL_NAMES), summary
 
 
 def test_tampered_or_truncated_model_file_is_never_unpickled(project: Project, instance) -> None:
@@ -84,6 +128,10 @@ def test_deleted_served_folder_is_reported_then_rebuilt(project: Project, instan
     (evaluation,) = result.get_asset_check_evaluations()
     assert not evaluation.passed
     assert "no served version" in evaluation.description
+    errors = [e.user_message for e in instance.all_logs(result.run_id) if e.level == logging.ERROR]
+    assert errors == [
+        f"check served_files_intact on risk_scorer FAILED (ERROR): {evaluation.description}"
+    ]
 
     rebuilt = project.materialize(instance, AssetSelection.assets("risk_scorer"))
     evaluations = {e.check_name: e for e in rebuilt.get_asset_check_evaluations()}
@@ -193,9 +241,10 @@ def test_results_table_from_an_older_release_is_migrated_in_place(
 
 
 @pytest.mark.slow
-def test_two_runs_launched_together_both_succeed_without_duplicates(
+def test_two_headless_runs_together_succeed_without_duplicates_and_log_what_they_did(
     project: Project, tmp_path: Path
 ) -> None:
+    project.set_env(BLOFIN_TRAINING_DAYS="4")  # 3 stored: training_window_covered fails WARN
     home = tmp_path / "dagster_home"
     home.mkdir()
     # An instance that already exists, as in any deployment: two processes creating a fresh
@@ -210,6 +259,15 @@ def test_two_runs_launched_together_both_succeed_without_duplicates(
     second = cli_materialize(project, home, tmp_path / "second.log")
     assert first.wait(timeout=600) == 0, (tmp_path / "first.log").read_text()[-3000:]
     assert second.wait(timeout=600) == 0, (tmp_path / "second.log").read_text()[-3000:]
+    for log in ("first.log", "second.log"):
+        # What a person reading a headless run sees: each failed check at WARNING or ERROR
+        # (here at least the window one, as 4 days were asked of 3 stored, and the models'
+        # beats_baseline on the demo market), and at the end what the run trained.
+        lines = run_log(tmp_path / log)
+        failed = assert_failed_checks_are_warnings(lines)
+        assert ("training_window_covered", "features") in failed
+        assert any(check == "beats_baseline" for check, _ in failed)
+        assert_ends_with_the_summary(lines)
     assert project.query("SELECT count(*), count(DISTINCT (inst_id, ts)) FROM candles")[0] == (
         3 * 3 * 1440,
         3 * 3 * 1440,

@@ -6,6 +6,7 @@ picture, when UPDATE_DOCS_SCREENSHOT=1)."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import time
 from pathlib import Path
@@ -33,6 +34,10 @@ ALL_ASSETS = {*DATA_ASSETS, *MODEL_NAMES, "ml_model_results"}
 LATER_AS_OF = "2026-11-20T13:00:30Z"  # one hour after FROZEN_NOW: 60 new bars per instrument
 INSTRUMENTS = "BTC-USDT,ETH-USDT,SOL-USDT"
 SCREENSHOT = REPO_ROOT / "docs" / "asset_graph.png"
+MODEL_PAGE_SCREENSHOT = REPO_ROOT / "docs" / "model_page.png"
+MODEL_PAGE = "risk_scorer"
+# What the model page must answer before any scrolling, in this order.
+MODEL_PAGE_HEADLINE = ["status", "served_version", "skill", "metric", "baseline"]
 # The README's screenshot is a tracked file: a test run writes it only when asked to, so
 # running the tests leaves the working tree clean.
 UPDATE_SCREENSHOT = os.environ.get("UPDATE_DOCS_SCREENSHOT") == "1"
@@ -264,6 +269,35 @@ def screenshot_asset_graph(base_url: str, groups: list[str], targets: list[Path]
         target.write_bytes(png)
 
 
+def screenshot_model_page(base_url: str, name: str, targets: list[Path]) -> None:
+    """The model's page as it opens: its first screen must hold the headline rows."""
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
+        )
+        try:
+            context = browser.new_context(viewport={"width": 1600, "height": 1000})
+            context.add_init_script(BROWSER_STORAGE)
+            page = context.new_page()
+            page.goto(f"{base_url}/assets/{name}", timeout=60_000)
+            visible_text(page, "served_version", timeout=90_000)
+            page.wait_for_timeout(1_000)  # the status and history panels settle
+            tops = []
+            for key in MODEL_PAGE_HEADLINE:
+                cell = page.locator("td").filter(has_text=re.compile(f"^{key}$")).first
+                box = cell.bounding_box()
+                assert box is not None, key
+                assert box["y"] + box["height"] <= 1000, f"{key} is below the first screen"
+                tops.append(box["y"])
+            assert tops == sorted(tops), f"headline out of order: {tops}"
+            png = page.screenshot()
+        finally:
+            browser.close()
+    for target in targets:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(png)
+
+
 @pytest.mark.slow
 def test_materialize_all_in_dagster_dev_then_new_candles_make_models_stale(
     tmp_path: Path,
@@ -288,6 +322,10 @@ def test_materialize_all_in_dagster_dev_then_new_candles_make_models_stale(
 
         # "Materialize all": the hourly job, whole graph.
         wait_for_run(server, launch_run(server, repository, {}))
+        model_page = tmp_path / "model_page.png"
+        screenshot_model_page(
+            server.url, MODEL_PAGE, [model_page, *([MODEL_PAGE_SCREENSHOT] * UPDATE_SCREENSHOT)]
+        )
         nodes = asset_nodes(server)
         assert {key: node["staleStatus"] for key, node in nodes.items()} == dict.fromkeys(
             nodes, "FRESH"
@@ -330,7 +368,7 @@ def test_materialize_all_in_dagster_dev_then_new_candles_make_models_stale(
             wait_for_run(server, run_id)
         windows = sorted(run_window(server, run_id) for run_id in (first, second))
         assert windows[0][1] <= windows[1][0], f"runs overlapped: {windows}"
-    assert taken.stat().st_size > 10_000
+    assert taken.stat().st_size > 10_000 and model_page.stat().st_size > 10_000
     with duckdb.connect(env["BLOFIN_DUCKDB_PATH"], read_only=True) as con:
         assert con.execute(
             "SELECT count(*), count(DISTINCT (inst_id, ts)) FROM candles"

@@ -1,4 +1,5 @@
-"""`dagster dev` as a subprocess for end-to-end tests, and a small GraphQL client for it."""
+"""`dg dev` (the README's command; `dagster dev` is superseded by it) as a subprocess for
+end-to-end tests, and a small GraphQL client for it."""
 
 from __future__ import annotations
 
@@ -15,6 +16,10 @@ from pathlib import Path
 from typing import Any
 
 import requests
+
+DG = str(Path(sys.executable).with_name("dg"))
+# What Dagster prints when a command it has replaced is used (e.g. `dagster dev`).
+SUPERSEDED = "SupersessionWarning"
 
 WORKSPACE_QUERY = """
 {
@@ -38,7 +43,7 @@ class GraphQLError(RuntimeError):
 
 @dataclass
 class DagsterDev:
-    """A running `dagster dev`: its URL, its process and the file its output goes to."""
+    """A running `dg dev`: its URL, its process and the file its output goes to."""
 
     port: int
     process: subprocess.Popen[bytes]
@@ -75,14 +80,14 @@ def free_port() -> int:
 
 
 def restore_default_signals() -> None:
-    """Runs in the child before exec. A shell's background job ignores SIGINT, and dagster dev
-    maps SIGTERM onto SIGINT's handler, so it would then ignore our SIGTERM too."""
+    """Runs in the child before exec. A shell's background job ignores SIGINT, and dg dev (as
+    dagster dev) maps SIGTERM onto SIGINT's handler, so it would then ignore our SIGTERM too."""
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def stop_process_group(process: subprocess.Popen[bytes], timeout: float = 30) -> None:
-    """dagster dev starts a webserver, a daemon, code servers and run workers in its group:
+    """dg dev starts a webserver, a daemon, code servers and run workers in its group:
     ask them all to stop, then kill whatever is left so no test leaks processes."""
     try:
         os.killpg(process.pid, signal.SIGTERM)
@@ -110,7 +115,7 @@ def wait_until_loaded(server: DagsterDev, location: str, timeout: float) -> None
     last = "no answer yet"
     while time.monotonic() < deadline:
         if server.process.poll() is not None:
-            raise RuntimeError(f"dagster dev exited with {server.process.returncode}")
+            raise RuntimeError(f"dg dev exited with {server.process.returncode}")
         try:
             data = server.graphql(WORKSPACE_QUERY, timeout=10)
         except (requests.RequestException, ValueError) as error:
@@ -132,12 +137,13 @@ def wait_until_loaded(server: DagsterDev, location: str, timeout: float) -> None
 def dagster_dev(
     cwd: Path, env: dict[str, str], log_path: Path, location: str, timeout: float = 120
 ) -> Iterator[DagsterDev]:
-    """Start `dagster dev` on a free port and wait for `location`; always stop its whole process
-    group, and print the log tail when the body fails (the run logs are in it)."""
+    """Start `dg dev` in the project at ``cwd`` on a free port and wait for `location` (and
+    that nothing it ran is superseded); always stop its whole process group, and print the
+    log tail when the body fails (the run logs are in it)."""
     port = free_port()
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "dagster", "dev", "-h", "127.0.0.1", "-p", str(port)],
+            [DG, "dev", "-h", "127.0.0.1", "-p", str(port)],
             cwd=cwd,
             env=env,
             stdin=subprocess.DEVNULL,
@@ -149,9 +155,10 @@ def dagster_dev(
     server = DagsterDev(port, process, log_path)
     try:
         wait_until_loaded(server, location, timeout)
+        assert SUPERSEDED not in log_path.read_text(errors="replace"), server.log_tail()
         yield server
     except BaseException:
-        print(f"--- dagster dev log tail ({log_path}) ---\n{server.log_tail()}")
+        print(f"--- dg dev log tail ({log_path}) ---\n{server.log_tail()}")
         raise
     finally:
         stop_process_group(process)

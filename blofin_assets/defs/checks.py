@@ -1,5 +1,8 @@
 """Asset checks on the data tables and on the served model files.
 
+Each returns through verdicts.asset_check_result, which also logs a failure at WARNING or
+ERROR, so a headless run says it in its log, not only in the catalog.
+
 The model gates (leakage, regression, skill) are declared on the model assets themselves,
 because their verdict decides serving inside the same step; see assets/models.py.
 """
@@ -8,7 +11,6 @@ from dagster import (
     AssetCheckExecutionContext,
     AssetCheckResult,
     AssetChecksDefinition,
-    AssetCheckSeverity,
     asset_check,
 )
 
@@ -16,9 +18,10 @@ from blofin_assets.defs.assets.candles import candles
 from blofin_assets.defs.assets.features import features
 from blofin_assets.defs.assets.targets import targets
 from blofin_assets.defs.resources import BlofinSettings, DuckDBWarehouse, ModelStoreResource
-from blofin_assets.defs.verdicts import check_result
+from blofin_assets.defs.verdicts import asset_check_result
 from blofin_assets.ml.features import FEATURE_COLUMNS, FEATURE_WARMUP_BARS
 from blofin_assets.ml.targets import NAIVE_COLUMNS, TARGET_COLUMNS
+from blofin_assets.ml.verdict import Verdict
 from blofin_assets.quality.candles import (
     candles_fresh,
     candles_gaps,
@@ -34,21 +37,27 @@ from blofin_assets.quality.tables import (
 
 
 @asset_check(asset=candles, description="No duplicate (inst_id, ts) bars.")
-def no_duplicate_bars(warehouse: DuckDBWarehouse) -> AssetCheckResult:
+def no_duplicate_bars(
+    context: AssetCheckExecutionContext, warehouse: DuckDBWarehouse
+) -> AssetCheckResult:
     with warehouse.connect(read_only=True) as con:
-        return check_result(candles_unique(con))
+        return asset_check_result(context, candles_unique(con))
 
 
 @asset_check(asset=candles, description="low <= open, close <= high; positive prices; volume >= 0.")
-def ohlc_consistent(warehouse: DuckDBWarehouse) -> AssetCheckResult:
+def ohlc_consistent(
+    context: AssetCheckExecutionContext, warehouse: DuckDBWarehouse
+) -> AssetCheckResult:
     with warehouse.connect(read_only=True) as con:
-        return check_result(candles_ohlc_valid(con))
+        return asset_check_result(context, candles_ohlc_valid(con))
 
 
 @asset_check(asset=candles, description="Gaps longer than 5 bars, counted per instrument.")
-def gaps(settings: BlofinSettings, warehouse: DuckDBWarehouse) -> AssetCheckResult:
+def gaps(
+    context: AssetCheckExecutionContext, settings: BlofinSettings, warehouse: DuckDBWarehouse
+) -> AssetCheckResult:
     with warehouse.connect(read_only=True) as con:
-        return check_result(candles_gaps(con, settings.bar_delta()))
+        return asset_check_result(context, candles_gaps(con, settings.bar_delta()))
 
 
 @asset_check(
@@ -56,29 +65,36 @@ def gaps(settings: BlofinSettings, warehouse: DuckDBWarehouse) -> AssetCheckResu
     description="Newest closed bar of each configured instrument within 2 bars of now (live "
     "sources).",
 )
-def fresh(settings: BlofinSettings, warehouse: DuckDBWarehouse) -> AssetCheckResult:
+def fresh(
+    context: AssetCheckExecutionContext, settings: BlofinSettings, warehouse: DuckDBWarehouse
+) -> AssetCheckResult:
     with warehouse.connect(read_only=True) as con:
-        return check_result(
+        return asset_check_result(
+            context,
             candles_fresh(
                 con,
                 now=settings.now(),
                 bar=settings.bar_delta(),
                 live=settings.source != "file",
                 instruments=settings.instrument_list(),
-            )
+            ),
         )
 
 
 @asset_check(asset=features, description="No NaN or inf in any feature column.")
-def features_finite(warehouse: DuckDBWarehouse) -> AssetCheckResult:
+def features_finite(
+    context: AssetCheckExecutionContext, warehouse: DuckDBWarehouse
+) -> AssetCheckResult:
     with warehouse.connect(read_only=True) as con:
-        return check_result(finite_columns(con, "features", FEATURE_COLUMNS))
+        return asset_check_result(context, finite_columns(con, "features", FEATURE_COLUMNS))
 
 
 @asset_check(asset=features, description="No label or baseline column is among the features.")
-def labels_not_in_features(warehouse: DuckDBWarehouse) -> AssetCheckResult:
+def labels_not_in_features(
+    context: AssetCheckExecutionContext, warehouse: DuckDBWarehouse
+) -> AssetCheckResult:
     with warehouse.connect(read_only=True) as con:
-        return check_result(labels_not_features(con))
+        return asset_check_result(context, labels_not_features(con))
 
 
 @asset_check(
@@ -86,9 +102,11 @@ def labels_not_in_features(warehouse: DuckDBWarehouse) -> AssetCheckResult:
     additional_deps=[targets],
     description="Every label has features; only each instrument's last H rows lack a label.",
 )
-def rows_match_targets(settings: BlofinSettings, warehouse: DuckDBWarehouse) -> AssetCheckResult:
+def rows_match_targets(
+    context: AssetCheckExecutionContext, settings: BlofinSettings, warehouse: DuckDBWarehouse
+) -> AssetCheckResult:
     with warehouse.connect(read_only=True) as con:
-        return check_result(features_targets_aligned(con, settings.horizon))
+        return asset_check_result(context, features_targets_aligned(con, settings.horizon))
 
 
 @asset_check(
@@ -98,24 +116,29 @@ def rows_match_targets(settings: BlofinSettings, warehouse: DuckDBWarehouse) -> 
     "warm-up before it): the models then train on the days that exist, and this says how many.",
 )
 def training_window_covered_check(
-    settings: BlofinSettings, warehouse: DuckDBWarehouse
+    context: AssetCheckExecutionContext, settings: BlofinSettings, warehouse: DuckDBWarehouse
 ) -> AssetCheckResult:
     with warehouse.connect(read_only=True) as con:
-        return check_result(
+        return asset_check_result(
+            context,
             training_window_covered(
                 con,
                 "features",
                 training_days=settings.training_days,
                 bar=settings.bar_delta(),
                 warmup_bars=FEATURE_WARMUP_BARS,
-            )
+            ),
         )
 
 
 @asset_check(asset=targets, description="No NaN or inf in any label or baseline column.")
-def targets_finite(warehouse: DuckDBWarehouse) -> AssetCheckResult:
+def targets_finite(
+    context: AssetCheckExecutionContext, warehouse: DuckDBWarehouse
+) -> AssetCheckResult:
     with warehouse.connect(read_only=True) as con:
-        return check_result(finite_columns(con, "targets", TARGET_COLUMNS + NAIVE_COLUMNS))
+        return asset_check_result(
+            context, finite_columns(con, "targets", TARGET_COLUMNS + NAIVE_COLUMNS)
+        )
 
 
 def build_served_model_check(model_name: str) -> AssetChecksDefinition:
@@ -129,15 +152,14 @@ def build_served_model_check(model_name: str) -> AssetChecksDefinition:
     ) -> AssetCheckResult:
         store = model_store.store()
         problems = store.verify_served(model_name)
-        return AssetCheckResult(
-            passed=not problems,
-            severity=AssetCheckSeverity.ERROR,
-            description="served files intact" if not problems else "; ".join(problems),
-            metadata={
-                "served_version": store.served_version(model_name) or "none",
-                "problems": problems,
-            },
+        verdict = Verdict(
+            "served_files_intact",
+            not problems,
+            "ERROR",
+            "served files intact" if not problems else "; ".join(problems),
+            {"served_version": store.served_version(model_name) or "none", "problems": problems},
         )
+        return asset_check_result(context, verdict)
 
     return served_files_intact
 

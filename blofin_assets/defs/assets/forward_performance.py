@@ -10,24 +10,30 @@ Tables and the equity-curve picture follow.
 the model, so it sits beside that model's gates (leakage_alarm, metric_regression,
 beats_baseline) on the model's page and in its health, where a person deciding whether to act
 on the model looks, under the same name for every model. It reads this asset's newest rows
-(additional_deps), so in the hourly job it runs after them.
+(additional_deps), so in the hourly job it runs after them: one step for all five, the run's
+last, which ends the run log with one line per model trained (storage/run_summary.py).
 """
 
 import base64
 import math
+from collections.abc import Iterator
 
 import pandas as pd
 from dagster import (
+    AssetCheckExecutionContext,
+    AssetCheckKey,
     AssetCheckResult,
     AssetChecksDefinition,
+    AssetCheckSpec,
     AssetKey,
     AssetsDefinition,
     Config,
+    DagsterLogManager,
     DataVersion,
     MaterializeResult,
     MetadataValue,
     asset,
-    asset_check,
+    multi_asset_check,
 )
 from pydantic import Field
 
@@ -52,9 +58,17 @@ from blofin_assets.storage.forward import (
 )
 from blofin_assets.storage.outcomes import read_outcomes
 from blofin_assets.storage.results import promotion_skills
+from blofin_assets.storage.run_summary import TrainedVersion, summary_lines, trained_in_run
 
 OUTCOMES_KEY = AssetKey("prediction_outcomes")
 FORWARD_KEY = AssetKey("forward_performance")
+RESULTS_KEY = AssetKey("ml_model_results")
+LIVE_SKILL = "live_skill"
+LIVE_SKILL_DESCRIPTION = (
+    "The served versions on the bars they predicted (forward_performance): WARN when 24 h "
+    "skill is below zero beyond noise or far below the skill at promotion, ERROR when below "
+    "zero beyond noise over 7 days. Thresholds: the model's spec."
+)
 
 
 class ForwardPerformanceConfig(Config):
@@ -219,18 +233,49 @@ def build_forward_performance_asset(specs: list[ModelSpec]) -> AssetsDefinition:
     return forward_performance
 
 
-def build_live_skill_check(spec: ModelSpec) -> AssetChecksDefinition:
-    @asset_check(
-        asset=spec.name,
-        name="live_skill",
-        additional_deps=[FORWARD_KEY],
-        description="The served versions on the bars they predicted (forward_performance): "
-        "WARN when 24 h skill is below zero beyond noise or far below the skill at promotion, "
-        "ERROR when below zero beyond noise over 7 days. Thresholds: the model's spec.",
+def log_run_summary(
+    log: DagsterLogManager, trained: list[TrainedVersion], store: ModelStore
+) -> None:
+    """What this run trained, promoted or rejected, one line per model: the run's last words."""
+    served = {row.model_name: store.served_version(row.model_name) for row in trained}
+    for line in summary_lines(trained, served):
+        log.info(line)
+
+
+def build_live_skill_checks(specs: list[ModelSpec]) -> AssetChecksDefinition:
+    """One step for every model's live_skill, the last of the hourly graph: it reads
+    forward_performance's newest rows, then ends the run's log with its summary (which reads
+    ml_model_results, hence that dependency too: a run without forward_performance still
+    summarizes after the results are recorded)."""
+    by_key = {AssetCheckKey(AssetKey(spec.name), LIVE_SKILL): spec for spec in specs}
+
+    @multi_asset_check(
+        name=LIVE_SKILL,
+        specs=[
+            AssetCheckSpec(
+                LIVE_SKILL,
+                asset=spec.name,
+                additional_deps=[FORWARD_KEY, RESULTS_KEY],
+                description=LIVE_SKILL_DESCRIPTION,
+            )
+            for spec in specs
+        ],
+        can_subset=True,
+        description="Each model's live_skill, then one log line per model the run trained: "
+        "promoted or rejected, skill over which naive rule (p), the version served.",
     )
-    def live_skill_check(warehouse: DuckDBWarehouse) -> AssetCheckResult:
+    def live_skill_checks(
+        context: AssetCheckExecutionContext,
+        warehouse: DuckDBWarehouse,
+        model_store: ModelStoreResource,
+    ) -> Iterator[AssetCheckResult]:
         with warehouse.connect(read_only=True) as con:
             latest = read_forward_performance(con)
-        return check_result(live_skill(spec, latest))
+            trained = trained_in_run(con, context.run.run_id)
+        for key in sorted(context.selected_asset_check_keys):
+            spec = by_key[key]
+            verdict = live_skill(spec, latest)
+            yield check_result(verdict, check_name=LIVE_SKILL, asset=spec.name, log=context.log)
+        log_run_summary(context.log, trained, model_store.store())
 
-    return live_skill_check
+    return live_skill_checks
