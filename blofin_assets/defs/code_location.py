@@ -8,7 +8,7 @@ from blofin_assets.defs.assets.candles import candles
 from blofin_assets.defs.assets.features import features
 from blofin_assets.defs.assets.forward_performance import (
     build_forward_performance_asset,
-    build_live_skill_check,
+    build_live_skill_checks,
 )
 from blofin_assets.defs.assets.models import build_model_asset
 from blofin_assets.defs.assets.outcomes import build_outcomes_asset
@@ -16,11 +16,13 @@ from blofin_assets.defs.assets.predictions import build_predictions_asset
 from blofin_assets.defs.assets.results import build_results_asset
 from blofin_assets.defs.assets.targets import targets
 from blofin_assets.defs.backtest import walk_forward_backtest_job
+from blofin_assets.defs.candle_checks import CANDLE_CHECKS
 from blofin_assets.defs.checks import DATA_CHECKS, build_served_model_check
 from blofin_assets.defs.executors import in_process_by_default
 from blofin_assets.defs.jobs import hourly_training_job
 from blofin_assets.defs.resources import default_resources
 from blofin_assets.defs.schedules import hourly_training_schedule
+from blofin_assets.defs.sensors import ALERT_SENSORS
 from blofin_assets.ml.specs import MODEL_SPECS, ModelSpec
 
 
@@ -36,11 +38,13 @@ def build_definitions(specs: Sequence[ModelSpec] = MODEL_SPECS) -> Definitions:
         assets=[candles, features, targets, *model_assets, results, predictions, outcomes, forward],
         asset_checks=[
             *DATA_CHECKS,
+            *CANDLE_CHECKS,
             *(build_served_model_check(spec.name) for spec in specs),
-            *(build_live_skill_check(spec) for spec in specs),
+            build_live_skill_checks(list(specs)),
         ],
         jobs=[hourly_training_job, walk_forward_backtest_job],
         schedules=[hourly_training_schedule],
+        sensors=[*ALERT_SENSORS],
         resources=default_resources(),
         # In-process unless run config selects multiprocess (see executors.py).
         executor=in_process_by_default,
