@@ -2,10 +2,13 @@
 
 Every test that needs "BloFin" uses this: the real client, real sockets, no monkeypatching.
 ``FakeBlofin`` pages exactly like ``GET /api/v1/market/candles`` (``after`` = strictly older,
-``before`` = strictly newer, ``limit`` default 100 / max 1440, newest first, all fields strings,
-an unconfirmed still-open bar after the last closed one), answers unknown instruments with a
-non-zero ``code``, records every request, plays scripted faults, and accepts new candles later
-so incremental fetches can be tested.
+``before`` = strictly newer, ``limit`` default 500 / max 1440, newest first, all fields strings,
+an unconfirmed still-open bar after the last closed one), answers errors with BloFin's documented
+codes in an HTTP 200 body (152014 unknown instrument, 152001 / 152002 a missing / bad parameter),
+records every request with the time of an injectable clock, plays scripted faults (429, 403,
+5xx, the transient codes 500 and 103013, real bodies from fixtures/blofin), and accepts new
+candles later so incremental fetches can be tested. Where each body comes from:
+fixtures/blofin/PROVENANCE.md.
 """
 
 from __future__ import annotations
@@ -13,8 +16,11 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
@@ -25,49 +31,87 @@ from blofin_assets.market.bars import bar_duration
 from blofin_assets.market.contract import CANDLE_COLUMNS
 
 CANDLES_PATH = "/api/v1/market/candles"
-DEFAULT_LIMIT = 100
+DEFAULT_LIMIT = 500  # BloFin docs, GET Candlesticks: "The maximum is 1440. The default is 500."
 MAX_LIMIT = 1440
-UNKNOWN_INSTRUMENT = {"code": "152002", "msg": "Instrument ID does not exist.", "data": []}
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "blofin"
+# errors.md: 152014 | 200 | Instrument ID does not exist (body constructed: none recorded).
+UNKNOWN_INSTRUMENT = {"code": "152014", "msg": "Instrument ID does not exist"}
+# errors.md: 103013 | 200 | the message below (body constructed: none recorded).
+TRY_AGAIN_MSG = "Internal error; unable to process your request. Please try again."
+
+
+def fixture_body(name: str) -> bytes:
+    """A recorded BloFin response body, byte for byte (fixtures/blofin/PROVENANCE.md)."""
+    return (FIXTURES / name).read_bytes()
+
+
+def bad_parameter(name: str) -> dict[str, str]:
+    """BloFin's 152002 "Parameter {} error." (the recorded ccxt body, for any parameter)."""
+    return {"code": "152002", "msg": f"Parameter {name} error."}
 
 
 @dataclass(frozen=True)
 class Fault:
-    """One scripted misbehaviour, applied to the next request in the queue."""
+    """One scripted misbehaviour, applied to the next request in the queue: a JSON body with
+    ``code``/``msg`` at HTTP ``status``, raw bytes, or a late answer."""
 
-    kind: str  # "status", "timeout", "malformed_json", "error_code"
+    kind: str  # "json", "raw", "timeout"
     status: int = 200
-    retry_after: str | None = None
-    delay_seconds: float = 0.0
     code: str = "0"
     msg: str = ""
+    body: bytes = b""
+    content_type: str = "application/json"
+    retry_after: str | None = None
+    delay_seconds: float = 0.0
 
     @classmethod
-    def rate_limited(cls, retry_after: float | str | None = 1) -> Fault:
-        """HTTP 429, optionally with a Retry-After header (seconds)."""
-        header = None if retry_after is None else str(retry_after)
-        return cls("status", status=429, retry_after=header, code="429", msg="Too Many Requests")
+    def error_code(cls, code: str = "152002", msg: str = "Parameter bar error.") -> Fault:
+        """HTTP 200 with a non-"0" BloFin code, the way BloFin reports most errors."""
+        return cls("json", code=code, msg=msg)
 
     @classmethod
-    def server_error(cls, status: int = 500) -> Fault:
-        return cls("status", status=status, code=str(status), msg="Internal Server Error")
+    def transient(cls, code: str = "500") -> Fault:
+        """HTTP 200 with a code BloFin says to retry: 500 (the body ccxt recorded, verbatim)
+        or 103013 "Please try again"."""
+        if code == "500":
+            return cls.raw(fixture_body("ccxt_err_500_internal.json"))
+        return cls.error_code(code, TRY_AGAIN_MSG)
 
     @classmethod
-    def bad_request(cls, msg: str = "Parameter error", code: str = "152001") -> Fault:
-        return cls("status", status=400, code=code, msg=msg)
+    def rate_limited(cls) -> Fault:
+        """HTTP 429 with the body BloFin documents (errors.md: 429 | 429 | Too Many Requests)."""
+        return cls("json", status=429, code="429", msg="Too Many Requests")
+
+    @classmethod
+    def firewall(cls) -> Fault:
+        """HTTP 403 from BloFin's network firewall; its body is undocumented, so a plain page."""
+        page = b"<html><body><h1>403 Forbidden</h1></body></html>"
+        return cls("raw", status=403, body=page, content_type="text/html")
+
+    @classmethod
+    def server_error(cls, status: int = 502, retry_after: str | None = None) -> Fault:
+        """An HTTP 5xx, e.g. from a gateway in front of BloFin."""
+        msg = HTTPStatus(status).phrase
+        return cls("json", status=status, code=str(status), msg=msg, retry_after=retry_after)
+
+    @classmethod
+    def bad_request(cls, msg: str = "Bad Request", code: str = "400") -> Fault:
+        """An HTTP 400 (BloFin puts even its code 400 in an HTTP 200 body; a proxy may not)."""
+        return cls("json", status=400, code=code, msg=msg)
+
+    @classmethod
+    def raw(cls, body: bytes, status: int = 200) -> Fault:
+        """These bytes as the whole response body (a recorded fixture)."""
+        return cls("raw", status=status, body=body)
+
+    @classmethod
+    def malformed_json(cls) -> Fault:
+        return cls.raw(b'{"code":"0","msg":"success","data":[["17')
 
     @classmethod
     def timeout(cls, seconds: float = 1.0) -> Fault:
         """Answer only after `seconds`: longer than the client timeout, so it times out."""
         return cls("timeout", delay_seconds=seconds)
-
-    @classmethod
-    def malformed_json(cls) -> Fault:
-        return cls("malformed_json")
-
-    @classmethod
-    def error_code(cls, code: str = "152001", msg: str = "Parameter error") -> Fault:
-        """HTTP 200 with a non-"0" BloFin code, the way BloFin reports most errors."""
-        return cls("error_code", code=code, msg=msg)
 
 
 @dataclass(frozen=True)
@@ -75,6 +119,7 @@ class RecordedRequest:
     path: str
     query: dict[str, str]
     target: str  # path?query exactly as received
+    at: float  # the fake's clock when the request arrived
 
 
 def random_walk_candles(
@@ -148,7 +193,8 @@ class _Handler(BaseHTTPRequestHandler):
         fake = self.server.fake
         parts = urlsplit(self.path)
         query = dict(parse_qsl(parts.query, keep_blank_values=True))
-        fault = fake._record_and_pop_fault(RecordedRequest(parts.path, query, self.path))
+        request = RecordedRequest(parts.path, query, self.path, fake.clock())
+        fault = fake._record_and_pop_fault(request)
         try:
             if fault is not None and fault.kind == "timeout":
                 time.sleep(fault.delay_seconds)
@@ -163,10 +209,8 @@ class _Handler(BaseHTTPRequestHandler):
             pass
 
     def _fault(self, fault: Fault) -> None:
-        if fault.kind == "malformed_json":
-            self._send(200, b'{"code":"0","msg":"success","data":[["17', "application/json")
-        elif fault.kind == "error_code":
-            self._json(200, {"code": fault.code, "msg": fault.msg, "data": []})
+        if fault.kind == "raw":
+            self._send(fault.status, fault.body, fault.content_type)
         else:
             headers = {"Retry-After": fault.retry_after} if fault.retry_after else {}
             self._json(fault.status, {"code": fault.code, "msg": fault.msg}, headers)
@@ -198,8 +242,11 @@ class FakeBlofin:
         bar: str = "1m",
         unconfirmed: bool = True,
         contract_value: float = 0.01,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """``clock`` stamps the request log: a test's virtual clock, to check pacing."""
         self.bar = bar
+        self.clock = clock
         self.step_ms = int(bar_duration(bar).value // 1_000_000)
         self.unconfirmed = unconfirmed
         self.contract_value = contract_value
@@ -345,22 +392,19 @@ class FakeBlofin:
     def _candles_response(self, query: dict[str, str]) -> dict[str, Any]:
         inst_id = query.get("instId", "")
         if not inst_id:
-            return {"code": "152001", "msg": "Parameter instId error", "data": []}
-        bar = query.get("bar", "1m")
-        if bar != self.bar:
-            return {
-                "code": "152001",
-                "msg": f"FakeBlofin serves bar {self.bar}, not {bar}",
-                "data": [],
-            }
-        try:
-            limit = min(int(query.get("limit", DEFAULT_LIMIT)), MAX_LIMIT)
-            after = int(query["after"]) if query.get("after") else None
-            before = int(query["before"]) if query.get("before") else None
-        except ValueError:
-            return {"code": "152001", "msg": "Parameter error", "data": []}
-        if limit < 1:
-            return {"code": "152001", "msg": "Parameter limit error", "data": []}
+            return {"code": "152001", "msg": "Parameter instId cannot be empty."}
+        if query.get("bar", "1m") != self.bar:  # one bar size per fake
+            return bad_parameter("bar")
+        values: dict[str, int | None] = {}
+        for name in ("limit", "after", "before"):
+            try:
+                values[name] = int(query[name]) if query.get(name) else None
+            except ValueError:
+                return bad_parameter(name)
+        if values["limit"] is not None and values["limit"] < 1:
+            return bad_parameter("limit")
+        limit = min(values["limit"] or DEFAULT_LIMIT, MAX_LIMIT)
+        after, before = values["after"], values["before"]
         with self._lock:
             book = self._books.get(inst_id)
         if book is None:

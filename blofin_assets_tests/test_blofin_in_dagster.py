@@ -164,11 +164,11 @@ def test_whole_graph_trains_on_fake_blofin_history(
     assert len(blofin.candle_requests()) == len(INSTRUMENTS) * 3  # 4320 slots / 1440
 
 
-def test_a_429_and_a_500_are_retried_and_the_run_succeeds(
+def test_a_transient_code_and_a_5xx_are_retried_and_the_run_succeeds(
     project: Project, instance: DagsterInstance, blofin: FakeBlofin, history: pd.DataFrame
 ) -> None:
-    """Rate limiting and a server error cost a retry each, not the run."""
-    blofin.queue_faults(Fault.rate_limited(retry_after=0), Fault.server_error(500))
+    """BloFin's "Please try again" (code 103013) and a gateway's 502 cost a retry each."""
+    blofin.queue_faults(Fault.transient("103013"), Fault.server_error(502))
     result = run(project, instance)
     assert result.success
     assert metadata(result)["requests"] == len(blofin.candle_requests()) == 4 + 2
@@ -178,16 +178,16 @@ def test_a_429_and_a_500_are_retried_and_the_run_succeeds(
 # ---- BloFin: failures leave candles exactly as they were -------------------------------------
 FAILURES = {
     "error_code": (
-        Fault.error_code(code="152001", msg="Parameter after error"),
-        ["BloFin returned an error code", "HTTP 200", "code='152001'", "Parameter after error"],
+        Fault.error_code(code="152002", msg="Parameter after error."),
+        ["BloFin returned an error code", "HTTP 200", "code='152002'", "Parameter after error."],
     ),
     "malformed_json": (
         Fault.malformed_json(),
         ["malformed JSON", "HTTP 200", '{"code":"0","msg":"success","data":[["17'],
     ),
     "http_400": (
-        Fault.bad_request(msg="Parameter limit error", code="152004"),
-        ["client error (not retried)", "HTTP 400", "code='152004'", "Parameter limit error"],
+        Fault.bad_request(),
+        ["client error (not retried)", "HTTP 400", "code='400'", "Bad Request"],
     ),
 }
 
@@ -217,13 +217,13 @@ def test_second_instrument_failing_after_the_first_was_fetched_stores_nothing(
 ) -> None:
     """All-or-nothing per run: the first instrument's fetched bars are not stored either."""
     state = backfill_then_publish_newer(project, instance, blofin)
-    blofin.queue_faults(PASS, Fault.error_code(code="152001", msg="System busy"))
+    blofin.queue_faults(PASS, Fault.error_code(code="152002", msg="Parameter after error."))
 
     text = failure_text(run(project, instance, graph=True))
     assert [r.query["instId"] for r in blofin.candle_requests()] == INSTRUMENTS
     assert "BloFin candles request for ETH-USDT failed" in text
     assert f"{CANDLES_PATH}?instId=ETH-USDT&bar=1m&after=" in text
-    assert "System busy" in text
+    assert "Parameter after error." in text
     assert "request for BTC-USDT" not in text
     assert table_state(project) == state  # BTC's new bars were fetched, not stored
     assert_never_synthetic(project, "blofin")
@@ -234,14 +234,54 @@ def test_second_instrument_failing_after_the_first_was_fetched_stores_nothing(
     assert metadata(result)["new_rows"] == len(INSTRUMENTS) * NEW_BARS
 
 
+@pytest.mark.parametrize(
+    ("fault", "status"), [(Fault.rate_limited(), 429), (Fault.firewall(), 403)], ids=["429", "403"]
+)
+def test_a_suspended_ip_stops_the_run_at_once_and_stores_nothing(
+    project: Project, instance: DagsterInstance, blofin: FakeBlofin, fault: Fault, status: int
+) -> None:
+    """BloFin bans the IP mid-run: no retry, no further request, BTC's fetched bars are not
+    stored (one transaction for all), and the message says all that; the next run catches up."""
+    state = backfill_then_publish_newer(project, instance, blofin)
+    blofin.queue_faults(PASS, fault)
+
+    text = failure_text(run(project, instance, graph=True))
+    assert [r.query["instId"] for r in blofin.candle_requests()] == INSTRUMENTS  # one each
+    assert "BloFin candles request for ETH-USDT failed" in text
+    assert f"HTTP {status}" in text and "stopped at once, not retried" in text
+    assert "The run stopped there and stored nothing" in text
+    refetched = OVERLAP_BARS + 1 + NEW_BARS  # the overlap, the newest stored bar, the new ones
+    assert f"Fetched and discarded: BTC-USDT ({refetched} bars)" in text
+    assert "not fetched: ETH-USDT" in text
+    assert "The next hourly run resumes each instrument from its newest stored bar" in text
+    assert "first backfill starts again" not in text  # both are stored already
+    assert table_state(project) == state
+    assert "features" not in tables(project)
+
+    result = run(project, instance)  # the ban is over
+    assert result.success
+    assert metadata(result)["new_rows"] == len(INSTRUMENTS) * NEW_BARS
+
+
+def test_a_ban_during_the_first_backfill_says_it_starts_again(
+    project: Project, instance: DagsterInstance, blofin: FakeBlofin
+) -> None:
+    blofin.queue_faults(Fault.rate_limited())
+    text = failure_text(run(project, instance))
+    assert len(blofin.candle_requests()) == 1
+    assert "Fetched and discarded: none; not fetched: BTC-USDT, ETH-USDT" in text
+    assert "(none stored yet for BTC-USDT, ETH-USDT: the first backfill starts again)" in text
+    assert table_state(project) == EMPTY_STATE
+
+
 def test_an_instrument_blofin_does_not_know_fails_the_whole_batch(
     project: Project, instance: DagsterInstance, fake: FakeBlofin
 ) -> None:
-    """An unknown instrument is BloFin's code 152002: the run fails, nothing is stored."""
+    """An unknown instrument is BloFin's code 152014: the run fails, nothing is stored."""
     use_blofin(project, fake, [*INSTRUMENTS, "XRP-USDT"])
     text = failure_text(run(project, instance))
     assert "BloFin candles request for XRP-USDT failed" in text
-    assert "code='152002'" in text and "Instrument ID does not exist." in text
+    assert "code='152014'" in text and "msg='Instrument ID does not exist'" in text
     assert f"{CANDLES_PATH}?instId=XRP-USDT" in text
     assert len(fake.candle_requests("BTC-USDT")) == 2  # fetched, then thrown away
     assert table_state(project) == EMPTY_STATE
@@ -250,11 +290,12 @@ def test_an_instrument_blofin_does_not_know_fails_the_whole_batch(
 def test_exhausted_retries_on_a_first_backfill_store_nothing_and_never_fall_back(
     project: Project, instance: DagsterInstance, blofin: FakeBlofin
 ) -> None:
-    """A first backfill that cannot reach BloFin leaves candles empty, not synthetic."""
-    blofin.queue_faults(*[Fault.rate_limited(retry_after=0)] * 6)  # 1 try + 5 retries
+    """A first backfill BloFin keeps answering "500" leaves candles empty, not synthetic."""
+    blofin.queue_faults(*[Fault.transient("500")] * 6)  # 1 try + 5 retries
     text = failure_text(run(project, instance, graph=True))
     assert "BloFin candles request for BTC-USDT failed: retries exhausted (5)" in text
-    assert "HTTP 429" in text and "Too Many Requests" in text and "attempts: 6" in text
+    assert "HTTP 200, code='500', msg='Internal Server Error'" in text and "attempts: 6" in text
+    assert len(blofin.candle_requests()) == 6
     assert f"{CANDLES_PATH}?instId=BTC-USDT" in text
     assert table_state(project) == EMPTY_STATE
     assert {"features", "targets"}.isdisjoint(tables(project))

@@ -1,4 +1,7 @@
-"""BlofinClient against FakeBlofin over real HTTP: paging, open bars, faults, rate limiting."""
+"""BlofinClient against FakeBlofin over real HTTP: paging, open bars, faults, pacing.
+
+BloFin's own error codes, suspensions (429 / 403) and the two-window limiter have their own
+file, test_blofin_codes.py."""
 
 from __future__ import annotations
 
@@ -10,30 +13,23 @@ import pytest
 import requests
 
 from blofin_assets.market.contract import CANDLE_COLUMNS
-from blofin_assets.market.sources.blofin import BlofinClient
+from blofin_assets.market.sources.blofin import BlofinClient, RateLimit
 from blofin_assets.market.sources.blofin_pages import RAW_COLUMNS, BlofinAPIError, FetchReport
 from blofin_assets.market.validation.batch import validate_candles
-from blofin_assets_tests.fake_blofin import CANDLES_PATH, FakeBlofin, Fault, random_walk_candles
+from blofin_assets_tests.fake_blofin import (
+    CANDLES_PATH,
+    FakeBlofin,
+    Fault,
+    fixture_body,
+    random_walk_candles,
+)
+from blofin_assets_tests.virtual_clock import VirtualClock
 
 END = pd.Timestamp("2024-03-15T12:00:00Z")  # last closed 1m bar opens at 11:59, closes here
 NOW = END + pd.Timedelta(seconds=30)  # the 12:00 bar is still open
 DAYS_14 = pd.Timedelta(days=14)
 INSTRUMENTS = ["BTC-USDT", "ETH-USDT"]
-
-
-class VirtualClock:
-    """Injected clock + sleep: sleeping advances virtual time instantly and is recorded."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-        self.sleeps: list[float] = []
-
-    def clock(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
+FAST = (RateLimit(6000, 60.0),)  # pacing out of the way where a test is about something else
 
 
 class StampingSession(requests.Session):
@@ -164,11 +160,11 @@ def test_unconfirmed_bar_is_never_returned(fake: FakeBlofin, clock: VirtualClock
     assert len(frame) == 10
 
 
-def test_429_is_retried_after_the_servers_retry_after(
+def test_a_5xx_is_retried_after_the_servers_retry_after(
     fake: FakeBlofin, clock: VirtualClock
 ) -> None:
-    fake.queue_faults(Fault.rate_limited(retry_after=7))
-    client = make_client(fake, clock, requests_per_minute=6000)
+    fake.queue_faults(Fault.server_error(503, retry_after="7"))
+    client = make_client(fake, clock, rate_limits=FAST)
     frame, report = client.fetch_candles("BTC-USDT", "1m", END - pd.Timedelta(minutes=5), END)
     assert len(frame) == 5
     assert (report.requests, report.retries) == (2, 1)
@@ -177,7 +173,7 @@ def test_429_is_retried_after_the_servers_retry_after(
 
 def test_500_then_success_backs_off_with_jitter(fake: FakeBlofin, clock: VirtualClock) -> None:
     fake.queue_faults(Fault.server_error(500), Fault.server_error(503))
-    client = make_client(fake, clock, requests_per_minute=6000, backoff_base_seconds=0.5)
+    client = make_client(fake, clock, rate_limits=FAST, backoff_base_seconds=0.5)
     frame, report = client.fetch_candles("BTC-USDT", "1m", END - pd.Timedelta(minutes=5), END)
     assert len(frame) == 5
     assert (report.requests, report.retries) == (3, 2)
@@ -187,7 +183,7 @@ def test_500_then_success_backs_off_with_jitter(fake: FakeBlofin, clock: Virtual
 
 def test_timeout_then_success(fake: FakeBlofin, clock: VirtualClock) -> None:
     fake.queue_faults(Fault.timeout(seconds=1.5))
-    client = make_client(fake, clock, timeout_seconds=0.3, requests_per_minute=6000)
+    client = make_client(fake, clock, timeout_seconds=0.3, rate_limits=FAST)
     frame, report = client.fetch_candles("BTC-USDT", "1m", END - pd.Timedelta(minutes=5), END)
     assert len(frame) == 5
     assert (report.requests, report.retries) == (2, 1)
@@ -197,14 +193,14 @@ def test_retries_exhausted_names_instrument_request_and_status(
     fake: FakeBlofin, clock: VirtualClock
 ) -> None:
     fake.queue_faults(*[Fault.server_error(502)] * 3)
-    client = make_client(fake, clock, max_retries=2, requests_per_minute=6000)
+    client = make_client(fake, clock, max_retries=2, rate_limits=FAST)
     with pytest.raises(BlofinAPIError) as caught:
         client.fetch_candles("BTC-USDT", "1m", END - pd.Timedelta(minutes=5), END)
     error = caught.value
     message = str(error)
     assert "BTC-USDT" in message and "HTTP 502" in message and "retries exhausted (2)" in message
     assert f"{fake.url}{CANDLES_PATH}?instId=BTC-USDT&bar=1m&after=" in message
-    assert "Internal Server Error" in message  # the server's own msg
+    assert "Bad Gateway" in message  # the server's own msg
     assert (error.status, error.attempts, error.inst_id) == (502, 3, "BTC-USDT")
     assert len(fake.candle_requests()) == 3
 
@@ -221,14 +217,13 @@ def test_connection_refused_is_retried_then_reported(clock: VirtualClock) -> Non
     ("fault", "expected"),
     [
         (Fault.malformed_json(), r"malformed JSON; HTTP 200"),
-        (
-            Fault.error_code("152011", "Parameter bar error"),
-            r"error code; HTTP 200, code='152011', msg='Parameter bar error'",
+        (  # the body ccxt recorded, byte for byte
+            Fault.raw(fixture_body("ccxt_err_152002_parameter_bar.json")),
+            r"error code; HTTP 200, code='152002', msg='Parameter bar error.'",
         ),
         (
-            Fault.bad_request("Illegal request parameter"),
-            r"client error \(not retried\); HTTP 400, code='152001', "
-            r"msg='Illegal request parameter'",
+            Fault.bad_request(),
+            r"client error \(not retried\); HTTP 400, code='400', msg='Bad Request'",
         ),
     ],
     ids=["malformed_json", "error_code", "http_400"],
@@ -248,27 +243,27 @@ def test_non_retryable_failures_fail_at_once(
 def test_unknown_instrument(fake: FakeBlofin, clock: VirtualClock) -> None:
     with pytest.raises(BlofinAPIError) as caught:
         make_client(fake, clock).fetch_candles("DOGE-USDT", "1m", END - DAYS_14, END)
-    assert caught.value.code == "152002"
-    assert "Instrument ID does not exist." in str(caught.value)
+    assert caught.value.code == "152014"  # BloFin's code for it (errors.md)
+    assert "msg='Instrument ID does not exist'" in str(caught.value)
     assert "DOGE-USDT" in str(caught.value)
     assert len(fake.candle_requests()) == 1
 
 
 def test_rate_limiter_spaces_requests(fake: FakeBlofin, clock: VirtualClock) -> None:
     session = StampingSession(clock)
-    client = make_client(fake, clock, session=session, requests_per_minute=120)
+    client = make_client(fake, clock, session=session)  # the default limits
     for _ in range(3):
         client.fetch_candles("BTC-USDT", "1m", END - pd.Timedelta(minutes=5), END)
     client.fetch_candles("BTC-USDT", "1m", END - pd.Timedelta(days=3), END)  # 3 pages
     gaps = [b - a for a, b in zip(session.sent_at, session.sent_at[1:], strict=False)]
     assert len(session.sent_at) == 6
-    assert gaps == pytest.approx([0.5] * 5)  # 120/min = one request every 0.5 s
+    assert gaps == pytest.approx([0.15] * 5)  # 400 a minute, evenly: one every 0.15 s
 
 
 def test_rate_limiter_counts_backoff_as_waiting(fake: FakeBlofin, clock: VirtualClock) -> None:
-    fake.queue_faults(Fault.rate_limited(retry_after=2))
+    fake.queue_faults(Fault.server_error(503, retry_after="2"))
     session = StampingSession(clock)
-    client = make_client(fake, clock, session=session, requests_per_minute=60)
+    client = make_client(fake, clock, session=session, rate_limits=(RateLimit(60, 60.0),))
     client.fetch_candles("BTC-USDT", "1m", END - pd.Timedelta(minutes=5), END)
     client.fetch_candles("BTC-USDT", "1m", END - pd.Timedelta(minutes=5), END)
     assert clock.sleeps == pytest.approx([2.0, 1.0])  # retry-after, then the limiter's 1 s
@@ -290,12 +285,12 @@ def test_arguments_are_checked(fake: FakeBlofin, clock: VirtualClock) -> None:
 
 
 def test_fake_pages_like_blofin(fake: FakeBlofin) -> None:
-    """The fake itself: default limit 100, max 1440, newest first, before/after exclusive."""
+    """The fake itself: default limit 500, max 1440, newest first, before/after exclusive."""
     session = requests.Session()
     url = fake.url + CANDLES_PATH
     end_ms = int(END.value // 1_000_000)
     body = session.get(url, params={"instId": "BTC-USDT"}, timeout=5).json()
-    assert body["code"] == "0" and len(body["data"]) == 100
+    assert body["code"] == "0" and len(body["data"]) == 500
     assert body["data"][0][8] == "0" and body["data"][1][8] == "1"  # open bar first
     assert all(isinstance(v, str) for v in body["data"][1])
     stamps = [int(row[0]) for row in body["data"]]
@@ -305,3 +300,10 @@ def test_fake_pages_like_blofin(fake: FakeBlofin) -> None:
     window = {"instId": "BTC-USDT", "after": end_ms, "before": end_ms - 3 * 60_000}
     body = session.get(url, params=window, timeout=5).json()
     assert [int(r[0]) for r in body["data"]] == [end_ms - 60_000, end_ms - 120_000]
+    # errors as BloFin reports them: HTTP 200, a documented code
+    unknown = session.get(url, params={"instId": "XRP-USDT"}, timeout=5)
+    assert unknown.status_code == 200 and unknown.json()["code"] == "152014"
+    for bad in ({"bar": "5m"}, {"limit": "0"}, {"after": "soon"}):
+        answer = session.get(url, params={"instId": "BTC-USDT", **bad}, timeout=5).json()
+        assert answer == {"code": "152002", "msg": f"Parameter {next(iter(bad))} error."}
+    assert session.get(url, timeout=5).json()["code"] == "152001"  # no instId

@@ -9,6 +9,11 @@ volCurrency, volCurrencyQuote, confirm]``, ``vol`` counts *contracts* and ``volC
 base-currency volume, so the contract's ``volume`` (base currency) is ``volCurrency`` -- the
 field ccxt's BloFin ``parse_ohlcv`` uses (index 6). ``volume_currency`` repeats it and
 ``volume_quote`` is ``volCurrencyQuote``; ``vol`` itself is not kept.
+
+Failures: timeouts, connection errors, HTTP 5xx and BloFin's transient body codes (500, 103013)
+are retried with jittered exponential backoff; HTTP 429 / 403 (the IP is suspended) stops at
+once with BlofinRateLimited; any other error fails at once. ``RateLimiter`` keeps every request
+under 80 % of both per-IP limits BloFin publishes, so a suspension should never be earned.
 """
 
 from __future__ import annotations
@@ -16,7 +21,9 @@ from __future__ import annotations
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
@@ -29,6 +36,7 @@ from blofin_assets.market.contract import (
 )
 from blofin_assets.market.sources.blofin_pages import (
     CANDLES_PATH,
+    SUSPENDED_STATUSES,
     FetchReport,
     PageRequest,
     RetryableFailure,
@@ -49,37 +57,78 @@ RETRYABLE_EXCEPTIONS: tuple[type[BaseException], ...] = (
 )
 
 
-class _RateLimiter:
-    """Minimum spacing between request starts (60 / rpm s); shared by all calls of a client."""
+@dataclass(frozen=True)
+class RateLimit:
+    """At most ``requests`` request starts in any window of ``seconds``."""
+
+    requests: int
+    seconds: float
+
+
+# BloFin's published REST limits per IP (API docs, "Rate Limits"): 500 requests a minute (over
+# it the IP is suspended for 5 minutes) and 1,500 per 5 minutes (suspended for 1 hour).
+BLOFIN_RATE_LIMITS: tuple[RateLimit, ...] = (RateLimit(500, 60.0), RateLimit(1500, 300.0))
+# The client keeps to 80 % of each: headroom for retries, clock drift between us and BloFin,
+# and anything else calling from the same IP.
+SAFE_FRACTION = 0.8
+CLIENT_RATE_LIMITS: tuple[RateLimit, ...] = tuple(
+    RateLimit(int(limit.requests * SAFE_FRACTION), limit.seconds) for limit in BLOFIN_RATE_LIMITS
+)  # 400 a minute, 1,200 per 5 minutes
+
+
+class RateLimiter:
+    """Request starts kept under every budget in any window (a sliding log per limit), and at
+    least the shortest even spacing of any budget apart (60 s / 400 = 0.15 s), so no burst
+    reaches BloFin's firewall. Thread-safe: one limiter per IP can be shared by clients in
+    several threads; a waiting caller holds the lock, since nobody may start before it. It
+    counts this process's requests only: another process on the IP needs its own headroom."""
 
     def __init__(
-        self, per_minute: int, clock: Callable[[], float], sleep: Callable[[float], None]
+        self,
+        limits: Sequence[RateLimit] = CLIENT_RATE_LIMITS,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        if per_minute <= 0:
-            raise ValueError(f"requests_per_minute must be positive, got {per_minute}")
-        self.interval = 60.0 / per_minute
+        if not limits:
+            raise ValueError("RateLimiter needs at least one RateLimit")
+        for limit in limits:
+            if limit.requests < 1 or not limit.seconds > 0:
+                raise ValueError(f"{limit}: requests must be >= 1 and seconds > 0")
+        self.limits = tuple(limits)
+        self.interval = min(limit.seconds / limit.requests for limit in self.limits)
         self._clock = clock
         self._sleep = sleep
-        self._next: float | None = None
+        self._starts: list[deque[float]] = [deque(maxlen=limit.requests) for limit in self.limits]
         self._lock = threading.Lock()
 
-    def wait(self) -> None:
+    def wait(self) -> float:
+        """Block until a request may start; returns (and records) that start time."""
         with self._lock:
             now = self._clock()
-            if self._next is not None and self._next > now:
-                self._sleep(self._next - now)
+            earliest = now
+            for limit, starts in zip(self.limits, self._starts, strict=True):
+                if starts:
+                    earliest = max(earliest, starts[-1] + self.interval)
+                if len(starts) == limit.requests:  # the window after the oldest one is full
+                    earliest = max(earliest, starts[0] + limit.seconds)
+            while now < earliest:
+                self._sleep(earliest - now)
                 now = self._clock()
-            self._next = max(now, self._next or now) + self.interval
+            for starts in self._starts:
+                starts.append(now)
+            return now
 
 
 class BlofinClient:
-    """Reads BloFin market candles politely: well under the 500 req/min/IP public limit."""
+    """Reads BloFin market candles politely: under 80 % of both published per-IP limits."""
 
     def __init__(
         self,
         base_url: str = DEFAULT_API_URL,
         *,
-        requests_per_minute: int = 120,
+        rate_limits: Sequence[RateLimit] = CLIENT_RATE_LIMITS,
+        limiter: RateLimiter | None = None,
         timeout_seconds: float = 10.0,
         max_retries: int = 5,
         backoff_base_seconds: float = 0.5,
@@ -89,6 +138,8 @@ class BlofinClient:
         rng_seed: int | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """``limiter``: one shared with other clients on this IP; otherwise a new one from
+        ``rate_limits``, ``clock`` and ``sleep``."""
         if max_retries < 0:
             raise ValueError(f"max_retries must be >= 0, got {max_retries}")
         self.base_url = base_url.rstrip("/")
@@ -100,7 +151,7 @@ class BlofinClient:
         self.session = session or requests.Session()
         self._sleep = sleep
         self._rng = random.Random(rng_seed)
-        self._limiter = _RateLimiter(requests_per_minute, clock, sleep)
+        self.limiter = limiter or RateLimiter(rate_limits, clock=clock, sleep=sleep)
 
     def close(self) -> None:
         """Close the HTTP session if this client created it."""
@@ -165,9 +216,10 @@ class BlofinClient:
             after = oldest
 
     def _get_page(self, request: PageRequest, report: FetchReport) -> list[list[Any]]:
-        """One page, with retries for timeouts, connection errors, 429 and 5xx only."""
+        """One page, with retries for timeouts, connection errors, 5xx and BloFin's transient
+        codes only; a suspension (429 / 403) raises BlofinRateLimited on the first answer."""
         for attempt in range(self.max_retries + 1):
-            self._limiter.wait()
+            self.limiter.wait()
             report.requests += 1
             outcome = self._attempt(request, attempt + 1)
             if not isinstance(outcome, RetryableFailure):
@@ -197,10 +249,12 @@ class BlofinClient:
         except RETRYABLE_EXCEPTIONS as exc:
             return RetryableFailure(f"{type(exc).__name__}: {exc}")
         status = response.status_code
-        if status == 429 or status >= 500:
+        if status in SUSPENDED_STATUSES:
             code, msg = error_fields(response)
-            reason = "rate limited" if status == 429 else "server error"
-            return RetryableFailure(reason, status, code, msg, retry_after(response))
+            raise request.suspended(status, code=code, msg=msg, attempts=attempts)
+        if status >= 500:
+            code, msg = error_fields(response)
+            return RetryableFailure("server error", status, code, msg, retry_after(response))
         if status >= 400:
             code, msg = error_fields(response)
             raise request.error(

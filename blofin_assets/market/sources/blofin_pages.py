@@ -1,5 +1,10 @@
 """One page of BloFin's candles endpoint, read strictly: its rows, its error fields, the window
-they fall in. The client (blofin.py) decides what to fetch and when to retry."""
+they fall in. The client (blofin.py) decides what to fetch and when to retry.
+
+BloFin reports most errors as HTTP 200 with a non-"0" body ``code`` (docs, "Errors"). Two of
+them say "try again" and are retried like a 5xx; an HTTP 429 or 403 means the IP is suspended
+and stops the fetch at once; every other code fails at once, naming BloFin's ``msg``.
+"""
 
 from __future__ import annotations
 
@@ -16,6 +21,14 @@ from blofin_assets.market.contract import CANDLE_COLUMNS, OPTIONAL_CANDLE_COLUMN
 
 CANDLES_PATH = "/api/v1/market/candles"
 MAX_LIMIT = 1440
+# Body codes BloFin documents as transient (errors.md, all with HTTP 200): 500 "Internal Server
+# Error" and 103013 "Internal error; unable to process your request. Please try again."
+TRANSIENT_CODES = frozenset({"500", "103013"})
+# HTTP 429 is BloFin's rate limit (the IP is suspended for 5 minutes after 500 requests in a
+# minute, for 1 hour after 1,500 in 5 minutes); HTTP 403 its network firewall ("in most cases
+# ... due to excessive requests and will result in a five-minute temporary ban").
+SUSPENDED_STATUSES = frozenset({429, 403})
+RATE_LIMIT_CODE = "429"  # the body code of a 429, seen with HTTP 200 too: treated the same
 RAW_COLUMNS: list[str] = [*CANDLE_COLUMNS, *OPTIONAL_CANDLE_COLUMNS, "origin"]
 
 TS_INDEX, CONFIRM_INDEX, ROW_LENGTH = 0, 8, 9
@@ -67,6 +80,25 @@ class BlofinAPIError(RuntimeError):
         self.code = code
         self.msg = msg
         self.attempts = attempts
+
+
+class BlofinRateLimited(BlofinAPIError):
+    """BloFin has suspended this IP (HTTP 429 or 403): stop now, retrying cannot succeed."""
+
+
+def suspension_reason(status: int | None) -> str:
+    """What a 429 / 403 means at BloFin, and what the client did about it."""
+    if status == 403:
+        what = (
+            "blocked by BloFin's network firewall: the IP is banned, usually for five minutes, "
+            "after excessive requests"
+        )
+    else:
+        what = (
+            "rate limit reached: BloFin suspends the IP for 5 minutes after 500 requests in a "
+            "minute, for 1 hour after 1,500 in 5 minutes"
+        )
+    return f"{what}; stopped at once, not retried (no request succeeds until the ban ends)"
 
 
 def to_ms_ceil(stamp: pd.Timestamp) -> int:
@@ -134,9 +166,18 @@ class PageRequest:
         """BlofinAPIError naming this request; ``details`` are its status/code/msg/attempts."""
         return BlofinAPIError(reason, inst_id=self.inst_id, url=self.url, **details)
 
+    def suspended(self, status: int, **details: Any) -> BlofinRateLimited:
+        """BlofinRateLimited naming this request: BloFin answered 429 / 403 (or code 429)."""
+        reason = suspension_reason(status)
+        url = self.url
+        return BlofinRateLimited(reason, inst_id=self.inst_id, url=url, status=status, **details)
 
-def page_data(request: PageRequest, response: requests.Response, attempts: int) -> list[list[Any]]:
-    """Validate the envelope; BloFin's error codes and malformed bodies fail at once."""
+
+def page_data(
+    request: PageRequest, response: requests.Response, attempts: int
+) -> list[list[Any]] | RetryableFailure:
+    """Validate the envelope: the rows, or a transient code to retry; any other error code and
+    a malformed body fail at once (a 429 code as BlofinRateLimited)."""
 
     def fail(reason: str, code: str | None = None, msg: str | None = None) -> BlofinAPIError:
         status = response.status_code
@@ -150,6 +191,10 @@ def page_data(request: PageRequest, response: requests.Response, attempts: int) 
         raise fail("response is not a JSON object", msg=str(body)[:200])
     code = None if body.get("code") is None else str(body.get("code"))
     msg = body.get("msg")
+    if code in TRANSIENT_CODES:
+        return RetryableFailure(f"BloFin code {code} (transient)", response.status_code, code, msg)
+    if code == RATE_LIMIT_CODE:
+        raise request.suspended(response.status_code, code=code, msg=msg, attempts=attempts)
     if code != "0":
         raise fail("BloFin returned an error code", code=code, msg=msg)
     data = body.get("data")
