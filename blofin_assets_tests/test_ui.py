@@ -9,6 +9,8 @@ import os
 import re
 import shutil
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -241,61 +243,61 @@ def fit_graph(page: Page) -> None:
     page.wait_for_timeout(500)
 
 
+VIEWPORT = {"width": 1600, "height": 1000}
+
+
+@contextmanager
+def browser_page() -> Iterator[Page]:
+    """A fresh headless Chromium page of the README pictures' size; always closed."""
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
+        )
+        try:
+            context = browser.new_context(viewport=VIEWPORT)
+            context.add_init_script(BROWSER_STORAGE)
+            yield context.new_page()
+        finally:
+            browser.close()
+
+
+def save_png(png: bytes, targets: list[Path]) -> None:
+    for target in targets:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(png)
+
+
 def screenshot_asset_graph(base_url: str, groups: list[str], targets: list[Path]) -> None:
     """The global lineage page with every group expanded and the whole graph in view."""
     expanded = ",".join(f"global@global:{group}" for group in groups)
     url = f"{base_url}/asset-groups?{urlencode({'expanded': expanded})}"
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
-        )
-        try:
-            context = browser.new_context(viewport={"width": 1600, "height": 1000})
-            context.add_init_script(BROWSER_STORAGE)
-            page = context.new_page()
-            page.goto(url, timeout=60_000)
-            visible_text(page, "candles", timeout=90_000)
-            # Give the graph the whole window: hide the navigation and the asset tree.
-            page.get_by_text("Hide navigation").click()
-            page.locator('button:has([aria-label="panel_show_right"])').click()
-            fit_graph(page)
-            for name in [*MODEL_NAMES, "Unsynced (3)"]:
-                visible_text(page, name)
-            png = page.screenshot()
-        finally:
-            browser.close()
-    for target in targets:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(png)
+    with browser_page() as page:
+        page.goto(url, timeout=60_000)
+        visible_text(page, "candles", timeout=90_000)
+        # Give the graph the whole window: hide the navigation and the asset tree.
+        page.get_by_text("Hide navigation").click()
+        page.locator('button:has([aria-label="panel_show_right"])').click()
+        fit_graph(page)
+        for name in [*MODEL_NAMES, "Unsynced (3)"]:
+            visible_text(page, name)
+        save_png(page.screenshot(), targets)
 
 
 def screenshot_model_page(base_url: str, name: str, targets: list[Path]) -> None:
-    """The model's page as it opens: its first screen must hold the headline rows."""
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
-        )
-        try:
-            context = browser.new_context(viewport={"width": 1600, "height": 1000})
-            context.add_init_script(BROWSER_STORAGE)
-            page = context.new_page()
-            page.goto(f"{base_url}/assets/{name}", timeout=60_000)
-            visible_text(page, "served_version", timeout=90_000)
-            page.wait_for_timeout(1_000)  # the status and history panels settle
-            tops = []
-            for key in MODEL_PAGE_HEADLINE:
-                cell = page.locator("td").filter(has_text=re.compile(f"^{key}$")).first
-                box = cell.bounding_box()
-                assert box is not None, key
-                assert box["y"] + box["height"] <= 1000, f"{key} is below the first screen"
-                tops.append(box["y"])
-            assert tops == sorted(tops), f"headline out of order: {tops}"
-            png = page.screenshot()
-        finally:
-            browser.close()
-    for target in targets:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(png)
+    """The model's page as it opens: its first screen must hold the headline rows, in order."""
+    with browser_page() as page:
+        page.goto(f"{base_url}/assets/{name}", timeout=60_000)
+        visible_text(page, "served_version", timeout=90_000)
+        page.wait_for_timeout(1_000)  # the status and history panels settle
+        tops = []
+        for key in MODEL_PAGE_HEADLINE:
+            cell = page.locator("td").filter(has_text=re.compile(f"^{key}$")).first
+            box = cell.bounding_box()
+            assert box is not None, key
+            assert box["y"] + box["height"] <= VIEWPORT["height"], f"{key} is below the fold"
+            tops.append(box["y"])
+        assert tops == sorted(tops), f"headline out of order: {tops}"
+        save_png(page.screenshot(), targets)
 
 
 @pytest.mark.slow

@@ -18,7 +18,7 @@ from blofin_assets.defs.assets.targets import targets
 from blofin_assets.defs.backtest import walk_forward_backtest_job
 from blofin_assets.defs.candle_checks import CANDLE_CHECKS
 from blofin_assets.defs.checks import DATA_CHECKS, build_served_model_check
-from blofin_assets.defs.executors import in_process_by_default
+from blofin_assets.defs.executors import code_location_executor
 from blofin_assets.defs.jobs import hourly_training_job
 from blofin_assets.defs.resources import default_resources
 from blofin_assets.defs.schedules import hourly_training_schedule
@@ -46,6 +46,7 @@ def build_definitions(specs: Sequence[ModelSpec] = MODEL_SPECS) -> Definitions:
         schedules=[hourly_training_schedule],
         sensors=[*ALERT_SENSORS],
         resources=default_resources(),
-        # In-process unless run config selects multiprocess (see executors.py).
-        executor=in_process_by_default,
+        # In-process unless run config selects multiprocess; Celery by BLOFIN_EXECUTOR=celery
+        # (see executors.py).
+        executor=code_location_executor(),
     )
