@@ -17,8 +17,8 @@ from blofin_assets_tests.webserver import SUPERSEDED
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 MODEL_NAMES = sorted(spec.name for spec in MODEL_SPECS)
-MODEL_CHECKS = ["beats_baseline", "leakage_alarm", "live_skill", "metric_regression",
-                "served_files_intact"]  # fmt: skip
+MODEL_CHECKS = ["beats_baseline", "feature_drift", "label_drift", "leakage_alarm", "live_skill",
+                "metric_regression", "served_files_intact"]  # fmt: skip
 
 
 def run(command: list[str], env: dict[str, str]) -> tuple[str, str]:

@@ -29,7 +29,8 @@ JOB = "hourly_training"
 SCHEDULE = "hourly_training_schedule"
 MODEL_NAMES = sorted(spec.name for spec in MODEL_SPECS)
 MODEL_CHECKS = {
-    "leakage_alarm", "metric_regression", "beats_baseline", "served_files_intact", "live_skill"
+    "leakage_alarm", "metric_regression", "beats_baseline", "served_files_intact", "live_skill",
+    "feature_drift", "label_drift",
 }  # fmt: skip
 DATA_ASSETS = ["candles", "features", "targets"]
 ALL_ASSETS = {*DATA_ASSETS, *MODEL_NAMES, "ml_model_results"}

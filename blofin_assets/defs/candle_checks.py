@@ -5,7 +5,11 @@ lookback); the run records that in its metadata (backfill_days_received) and thi
 says it. The check reads only the candles table (each instrument's earliest stored bar against
 the lookback window ending now), so it needs no state from the run that fetched: run after the
 asset or alone, it gives the same answer, and a young listing's warning clears by itself once
-the full lookback is stored. Registered in code_location.py as ``*CANDLE_CHECKS``.
+the full lookback is stored.
+
+price_jumps: a bar whose close moved far outside its instrument's history (WARN; the rule and
+its measured figures are in quality/candles.py), among the bars stored by the last day's
+ingests. Registered in code_location.py as ``*CANDLE_CHECKS``.
 """
 
 from dagster import AssetCheckExecutionContext, AssetCheckResult, asset_check
@@ -20,6 +24,7 @@ from blofin_assets.market.ingest import (
     stored_coverage,
 )
 from blofin_assets.ml.verdict import Verdict
+from blofin_assets.quality.candles import JUMP_FLOOR, JUMP_SCALES, candles_price_jumps
 
 # Why the check does not apply to the other sources (it passes, saying so).
 NOT_APPLICABLE = {
@@ -67,4 +72,19 @@ def backfill_covered(
     return asset_check_result(context, verdict)
 
 
-CANDLE_CHECKS = [backfill_covered]
+@asset_check(
+    asset=candles,
+    description="WARN on a bar whose close moved far outside its instrument's history: |1-bar "
+    f"log return| above {JUMP_SCALES:g} robust standard deviations of the instrument's own "
+    f"returns and above {JUMP_FLOOR}, among the bars stored in the last day of ingests. Names "
+    "the instrument, the bar and the move.",
+)
+def price_jumps(
+    context: AssetCheckExecutionContext, settings: BlofinSettings, warehouse: DuckDBWarehouse
+) -> AssetCheckResult:
+    with warehouse.connect(read_only=True) as con:
+        verdict = candles_price_jumps(con, settings.bar_delta())
+    return asset_check_result(context, verdict)
+
+
+CANDLE_CHECKS = [backfill_covered, price_jumps]

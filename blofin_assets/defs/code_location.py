@@ -18,6 +18,7 @@ from blofin_assets.defs.assets.targets import targets
 from blofin_assets.defs.backtest import walk_forward_backtest_job
 from blofin_assets.defs.candle_checks import CANDLE_CHECKS
 from blofin_assets.defs.checks import DATA_CHECKS, build_served_model_check
+from blofin_assets.defs.drift_checks import build_drift_checks
 from blofin_assets.defs.executors import code_location_executor
 from blofin_assets.defs.jobs import hourly_training_job
 from blofin_assets.defs.resources import default_resources
@@ -40,6 +41,7 @@ def build_definitions(specs: Sequence[ModelSpec] = MODEL_SPECS) -> Definitions:
             *DATA_CHECKS,
             *CANDLE_CHECKS,
             *(build_served_model_check(spec.name) for spec in specs),
+            *(check for spec in specs for check in build_drift_checks(spec)),
             build_live_skill_checks(list(specs)),
         ],
         jobs=[hourly_training_job, walk_forward_backtest_job],
