@@ -5,10 +5,11 @@ Every test that needs "BloFin" uses this: the real client, real sockets, no monk
 ``before`` = strictly newer, ``limit`` default 500 / max 1440, newest first, all fields strings,
 an unconfirmed still-open bar after the last closed one), answers errors with BloFin's documented
 codes in an HTTP 200 body (152014 unknown instrument, 152001 / 152002 a missing / bad parameter),
-records every request with the time of an injectable clock, plays scripted faults (429, 403,
-5xx, the transient codes 500 and 103013, real bodies from fixtures/blofin), and accepts new
-candles later so incremental fetches can be tested. Where each body comes from:
-fixtures/blofin/PROVENANCE.md.
+records every request with the time of an injectable clock (when it arrived and when it was
+answered, and the most answered at once), plays scripted faults (429, 403, 5xx, the transient
+codes 500 and 103013, real bodies from fixtures/blofin), can take a network round trip's time
+to answer (``latency_seconds``), and accepts new candles later so incremental fetches can be
+tested. Where each body comes from: fixtures/blofin/PROVENANCE.md.
 """
 
 from __future__ import annotations
@@ -114,12 +115,13 @@ class Fault:
         return cls("timeout", delay_seconds=seconds)
 
 
-@dataclass(frozen=True)
+@dataclass
 class RecordedRequest:
     path: str
     query: dict[str, str]
     target: str  # path?query exactly as received
     at: float  # the fake's clock when the request arrived
+    done_at: float | None = None  # ... and when its answer had been sent (None: not yet)
 
 
 def random_walk_candles(
@@ -185,6 +187,7 @@ class _Server(ThreadingHTTPServer):
 
 class _Handler(BaseHTTPRequestHandler):
     server: _Server
+    recorded: RecordedRequest
 
     def log_message(self, format: str, *args: Any) -> None:
         pass
@@ -194,11 +197,14 @@ class _Handler(BaseHTTPRequestHandler):
         parts = urlsplit(self.path)
         query = dict(parse_qsl(parts.query, keep_blank_values=True))
         request = RecordedRequest(parts.path, query, self.path, fake.clock())
+        self.recorded = request
         fault = fake._record_and_pop_fault(request)
         try:
             if fault is not None and fault.kind == "timeout":
                 time.sleep(fault.delay_seconds)
                 fault = None
+            if fake.latency_seconds:
+                time.sleep(fake.latency_seconds)
             if fault is not None:
                 self._fault(fault)
             elif parts.path == CANDLES_PATH:
@@ -207,6 +213,8 @@ class _Handler(BaseHTTPRequestHandler):
                 self._json(404, {"code": "404", "msg": f"no route {parts.path}", "data": []})
         except (BrokenPipeError, ConnectionResetError):
             pass
+        finally:
+            fake._answered(request)
 
     def _fault(self, fault: Fault) -> None:
         if fault.kind == "raw":
@@ -223,6 +231,9 @@ class _Handler(BaseHTTPRequestHandler):
     def _send(
         self, status: int, payload: bytes, content_type: str, headers: dict[str, str] | None = None
     ) -> None:
+        # Answered before a byte leaves: a client waiting for this answer to send its next
+        # request then never counts as two in flight.
+        self.server.fake._answered(self.recorded)
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(payload)))
@@ -243,10 +254,16 @@ class FakeBlofin:
         unconfirmed: bool = True,
         contract_value: float = 0.01,
         clock: Callable[[], float] = time.monotonic,
+        latency_seconds: float = 0.0,
     ) -> None:
-        """``clock`` stamps the request log: a test's virtual clock, to check pacing."""
+        """``clock`` stamps the request log: a test's virtual clock, to check pacing.
+        ``latency_seconds``: every answer waits this long first, like a round trip to BloFin
+        (real time, whatever the clock; settable between requests)."""
         self.bar = bar
         self.clock = clock
+        self.latency_seconds = latency_seconds
+        self._in_flight = 0
+        self._most_in_flight = 0
         self.step_ms = int(bar_duration(bar).value // 1_000_000)
         self.unconfirmed = unconfirmed
         self.contract_value = contract_value
@@ -351,6 +368,13 @@ class FakeBlofin:
             ts_ms = np.r_[ts_ms, open_ts]
         return ts_ms.astype(np.int64), rows
 
+    def serve_as(self, inst_id: str, aliases: list[str]) -> None:
+        """Serve ``inst_id``'s bars under each alias too, without another copy of its book (a
+        hundred instruments of 14 days for a benchmark); until the next ``add_candles``."""
+        with self._lock:
+            for alias in aliases:
+                self._books[alias] = self._books[inst_id]
+
     def last_closed_ts(self, inst_id: str) -> pd.Timestamp:
         with self._lock:
             return self._frame.loc[self._frame["inst_id"] == inst_id, "ts"].max()
@@ -373,20 +397,36 @@ class FakeBlofin:
             if r.path == CANDLES_PATH and (inst_id is None or r.query.get("instId") == inst_id)
         ]
 
+    @property
+    def most_in_flight(self) -> int:
+        """The most requests arrived and not yet answered at any one time since the log was
+        last cleared: above 1, a client had requests overlapping."""
+        with self._lock:
+            return self._most_in_flight
+
     def clear_requests(self) -> None:
         with self._lock:
             self._requests.clear()
+            self._most_in_flight = self._in_flight
 
     def reset(self) -> None:
         """Forget recorded requests and any faults still queued (between tests)."""
+        self.clear_requests()
         with self._lock:
-            self._requests.clear()
             self._faults.clear()
 
     def _record_and_pop_fault(self, request: RecordedRequest) -> Fault | None:
         with self._lock:
             self._requests.append(request)
+            self._in_flight += 1
+            self._most_in_flight = max(self._most_in_flight, self._in_flight)
             return self._faults.pop(0) if self._faults else None
+
+    def _answered(self, request: RecordedRequest) -> None:
+        with self._lock:
+            if request.done_at is None:  # once: an answer, or a request dropped half-way
+                request.done_at = self.clock()
+                self._in_flight -= 1
 
     # ---- the endpoint ---------------------------------------------------------------------
     def _candles_response(self, query: dict[str, str]) -> dict[str, Any]:

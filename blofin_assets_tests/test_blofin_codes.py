@@ -15,8 +15,10 @@ import pytest
 
 from blofin_assets.market.sources.blofin import (
     BLOFIN_RATE_LIMITS,
+    CANCEL_POLL_SECONDS,
     CLIENT_RATE_LIMITS,
     BlofinClient,
+    FetchStopped,
     RateLimit,
     RateLimiter,
 )
@@ -251,6 +253,39 @@ def test_one_limiter_waited_on_by_many_threads_keeps_every_window() -> None:
     assert len(set(starts)) == 120  # every start its own slot
     assert most_in_any_window(starts, 60.0) == 10
     assert most_in_any_window(starts, 300.0) == 25
+
+
+def test_a_called_off_wait_gives_up_at_once_and_takes_no_start() -> None:
+    """A batch that stopped: a request behind a full window, or backing off, raises instead of
+    sleeping it out, and leaves the budget as it was for the next request."""
+    clock = VirtualClock()
+    limiter = RateLimiter((RateLimit(1, 60.0),), clock=clock.clock, sleep=clock.sleep)
+    first = limiter.wait()
+    stopped = threading.Event()
+    stopped.set()
+    with pytest.raises(FetchStopped):
+        limiter.wait(cancel=stopped)
+    with pytest.raises(FetchStopped):
+        limiter.wait(backoff=30.0, cancel=stopped)
+    assert clock.sleeps == []
+    assert limiter.wait() == first + 60.0  # the called-off waits took no start
+
+
+def test_a_wait_called_off_while_it_sleeps_ends_within_one_slice() -> None:
+    """The 5-minute budget can make a request wait minutes: called off meanwhile, it notices
+    within CANCEL_POLL_SECONDS, not at the end of the window."""
+    clock = VirtualClock()
+    stopped = threading.Event()
+
+    def sleep_then_stop(seconds: float) -> None:  # another thread stops the batch meanwhile
+        clock.sleep(seconds)
+        stopped.set()
+
+    limiter = RateLimiter((RateLimit(1, 300.0),), clock=clock.clock, sleep=sleep_then_stop)
+    limiter.wait()
+    with pytest.raises(FetchStopped):
+        limiter.wait(cancel=stopped)
+    assert clock.sleeps == [CANCEL_POLL_SECONDS]
 
 
 def test_the_limiter_refuses_an_impossible_budget() -> None:

@@ -89,6 +89,9 @@ def test_backfill_of_14_days_pages_backwards_in_15_requests(
     assert report == FetchReport(
         requests=15, retries=0, pages=15, rows=20160, unconfirmed_dropped=1
     )
+    # each request's start by the limiter's clock: one every 0.15 s (400 a minute)
+    gaps = [b - a for a, b in zip(report.started_at, report.started_at[1:], strict=False)]
+    assert gaps == pytest.approx([0.15] * 14)
     sent = fake.candle_requests("BTC-USDT")
     assert len(sent) == 15
     afters = [int(r.query["after"]) for r in sent]

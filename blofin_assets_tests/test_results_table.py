@@ -280,11 +280,16 @@ def test_versions_written_before_units_and_class_names_still_read(
             )
         if name == "price_predictor":  # from before the noise test
             del metadata["skill_p_value"]
+        # Files of an older release: no pickle-free copies, no hash of config.json.
+        for newer in ("config.json", "model.skops", "model.ubj", "scaler.skops"):
+            metadata["sha256"].pop(newer, None)
         store.rewrite_metadata(name, version, metadata)
         config_path = store.version_dir(name, version) / "config.json"
         config = json.loads(config_path.read_text())
         del config["class_names"]
         config_path.write_text(json.dumps(config))
+    with duckdb.connect(str(project.db_path)) as con:  # nor a training-time hash record
+        con.execute("DELETE FROM model_file_hashes")
     project.run(instance, ["ml_model_results", "model_predictions"])
     rows = {
         name: (unit, target_unit, beyond, names)

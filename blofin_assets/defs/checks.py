@@ -34,6 +34,7 @@ from blofin_assets.quality.tables import (
     labels_not_features,
     training_window_covered,
 )
+from blofin_assets.serving.integrity import served_record_problems
 
 
 @asset_check(asset=candles, description="No duplicate (inst_id, ts) bars.")
@@ -145,13 +146,19 @@ def build_served_model_check(model_name: str) -> AssetChecksDefinition:
     @asset_check(
         asset=model_name,
         name="served_files_intact",
-        description="The served files exist and model.pkl / scaler.pkl match their sha256.",
+        description="The served files exist and match their sha256, both in metadata.json and in "
+        "the DuckDB record their training step wrote (a swapped pickle with a rewritten "
+        "metadata.json fails too).",
     )
     def served_files_intact(
-        context: AssetCheckExecutionContext, model_store: ModelStoreResource
+        context: AssetCheckExecutionContext,
+        model_store: ModelStoreResource,
+        warehouse: DuckDBWarehouse,
     ) -> AssetCheckResult:
         store = model_store.store()
-        problems = store.verify_served(model_name)
+        problems = store.verify_served(model_name) + served_record_problems(
+            store, model_name, warehouse.path, warehouse.lock_wait_seconds
+        )
         verdict = Verdict(
             "served_files_intact",
             not problems,

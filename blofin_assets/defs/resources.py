@@ -19,7 +19,7 @@ from pydantic import Field
 from blofin_assets.market.bars import bar_duration
 from blofin_assets.market.clock import frozen_or_real_now
 from blofin_assets.market.contract import parse_instruments
-from blofin_assets.market.settings import MarketSettings
+from blofin_assets.market.settings import DEFAULT_MODEL_MAX_AGE_HOURS, MarketSettings
 from blofin_assets.ml.store import ModelStore
 from blofin_assets.storage.connection import DuckDBFile
 
@@ -36,6 +36,7 @@ DEFAULTS: dict[str, str] = {
     "BLOFIN_CANDLES_FILE": "",
     "BLOFIN_ON_BAD_ROWS": "reject",
     "BLOFIN_AS_OF": "",
+    "BLOFIN_MODEL_MAX_AGE_HOURS": str(DEFAULT_MODEL_MAX_AGE_HOURS),
 }
 
 
@@ -65,6 +66,8 @@ class BlofinSettings(ConfigurableResource):
     on_bad_rows: str = from_env("BLOFIN_ON_BAD_ROWS")
     # Empty = the real clock; an ISO-8601 UTC time freezes "now" for reproducible runs.
     as_of: str = from_env("BLOFIN_AS_OF")
+    # A served version older than this (now - trained_at) makes expired predictions.
+    model_max_age_hours: float = from_env("BLOFIN_MODEL_MAX_AGE_HOURS", float)
 
     def market(self) -> MarketSettings:
         """The same choices as a plain, validated value for the plain floor."""
@@ -79,6 +82,7 @@ class BlofinSettings(ConfigurableResource):
             candles_file=self.candles_file,
             on_bad_rows=self.on_bad_rows,
             as_of=self.as_of,
+            model_max_age_hours=self.model_max_age_hours,
         )
 
     def bar_delta(self) -> pd.Timedelta:

@@ -31,6 +31,7 @@ from blofin_assets.forward.performance import WindowPerformance, assess
 from blofin_assets.market.settings import MarketSettings
 from blofin_assets.ml.features import compute_features
 from blofin_assets.ml.publish import model_config
+from blofin_assets.ml.reference import build_reference
 from blofin_assets.ml.specs import MODEL_SPECS, ModelSpec
 from blofin_assets.ml.target_space import model_target
 from blofin_assets.ml.targets import compute_targets
@@ -177,10 +178,16 @@ def backtest_model(
     horizon: int,
     config: BacktestConfig,
 ) -> ServedModel:
-    """The version a live run at ``at`` would have served, held in memory only."""
-    estimator, scaler, constants = trained.estimator, trained.scaler, trained.naive_constants
+    """The version a live run at ``at`` would have served, held in memory only, with the
+    outlier reference of the rows it was fitted on."""
+    estimator, scaler = trained.estimator, trained.scaler
+    constants, reference = trained.naive_constants, trained.reference
     if config.refit_on_whole_window:
         estimator, scaler, constants = refit_whole_window(trained, rows)
+        fitted = cap_rows(rows, trained.spec)[list(trained.spec.features)]
+        reference = build_reference(
+            scaler.transform(fitted.to_numpy(dtype="float64")), trained.spec.features
+        )
     return ServedModel(
         name=trained.spec.name,
         version=backtest_version(at, config),
@@ -193,6 +200,7 @@ def backtest_model(
             "data_until": at.isoformat(),
             "variant": config.variant,
         },
+        reference=reference,
     )
 
 

@@ -90,7 +90,8 @@ def outcome_rows(
     ``config["target_transform"]`` (for the price's training mean), ``config["features"]``,
     ``metadata["baseline_kind"]`` and ``metadata["naive_constants"]``; ``model.name`` and
     ``model.version`` key the rows. Direction predicts the class (p_up > 0.5) and keeps p_up
-    in ``probability``.
+    in ``probability``. ``outlier`` / ``outlier_score`` are the version's own (its
+    reference, ``ServedModel.reference``).
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
@@ -104,7 +105,8 @@ def outcome_rows(
     missing = [c for c in (target, "close", "target_price") if c not in rows.columns]
     if missing:
         raise ValueError(f"{model.name}: outcome rows lack columns {missing}")
-    prediction, probability = point_forecast(model, model.predict(rows))
+    scored = model.predict(rows)
+    prediction, probability = point_forecast(model, scored)
     baseline_name, baseline = baseline_forecast(model, rows)
     close = rows["close"].to_numpy(dtype="float64")
     frame = pd.DataFrame(
@@ -124,6 +126,10 @@ def outcome_rows(
             "realized_return": np.log(rows["target_price"].to_numpy(dtype="float64") / close),
             "data_until": data_until,
             "scored_at": as_utc(scored_at),
+            # How far the bar's features lie from the version's training rows; NULL (unknown)
+            # for a version saved without a reference.
+            "outlier": pd.array(scored["outlier"], dtype="boolean"),
+            "outlier_score": scored["outlier_score"].to_numpy(dtype="float64"),
         }
     )
     return frame[OUTCOME_COLUMNS]

@@ -7,13 +7,14 @@ market (storage.warehouse), and a "now" no earlier than the newest stored bar.
 Nothing is stored until every instrument is fetched and validated; then all are stored in one
 transaction. So a run that fails at any instrument, a BloFin rate-limit ban included
 (RateLimitedRun), stores none of them, and the next run resumes from the newest stored bar.
+BloFin instruments are fetched several at once (blofin_batch), under one limiter, and put
+together in the configured order, so what is stored never depends on which answer came first.
 A first backfill that returns less history than BLOFIN_LOOKBACK_DAYS is reported per instrument
 (IngestReport.backfill), never passed silently.
 """
 
 from __future__ import annotations
 
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,8 +25,8 @@ from blofin_assets.market.bars import latest_closed_bar_open
 from blofin_assets.market.clock import as_utc
 from blofin_assets.market.contract import CANDLE_COLUMNS
 from blofin_assets.market.settings import MarketSettings
-from blofin_assets.market.sources.blofin import BlofinClient
-from blofin_assets.market.sources.blofin_pages import BlofinRateLimited
+from blofin_assets.market.sources.blofin_batch import BatchFailed, FetchConfig, fetch_instruments
+from blofin_assets.market.sources.blofin_pages import BlofinRateLimited, FetchReport
 from blofin_assets.market.sources.demo import demo_candles
 from blofin_assets.market.sources.files import read_candles_file
 from blofin_assets.market.validation.batch import validate_candles
@@ -191,63 +192,89 @@ def coverage_metadata(coverage: dict[str, BackfillCoverage]) -> dict[str, Any]:
 
 
 def rate_limited_run(
-    error: BlofinRateLimited, fetched: dict[str, int], pending: list[str], never_stored: list[str]
+    error: BlofinRateLimited,
+    fetched: dict[str, int],
+    pending: list[str],
+    never_stored: list[str],
+    begun: list[str] | None = None,
 ) -> RateLimitedRun:
-    """The client's error, plus what it means for this run's candles and the next run's."""
+    """The client's error, plus what it means for this run's candles and the next run's.
+    ``begun``: instruments of ``pending`` that had sent requests when the ban stopped them."""
     done = ", ".join(f"{i} ({rows} bars)" for i, rows in fetched.items()) or "none"
+    part_way = f" (begun, stopped part-way: {', '.join(begun)})" if begun else ""
     restart = f" (none stored yet for {', '.join(never_stored)}: the first backfill starts again)"
     return RateLimitedRun(
         f"{error}. The run stopped there and stored nothing: candles are stored only after "
         "every instrument is fetched and validated, in one transaction, so the bars already "
         f"fetched were discarded. Fetched and discarded: {done}; not fetched: "
-        f"{', '.join(pending)}. The ban lasts minutes (an hour after 1,500 requests in 5 "
-        "minutes); a run inside it stops the same way, harmlessly. The next hourly run resumes "
-        "each instrument from its newest stored bar" + (restart if never_stored else ""),
+        f"{', '.join(pending)}{part_way}. The ban lasts minutes (an hour after 1,500 requests "
+        "in 5 minutes); a run inside it stops the same way, harmlessly. The next hourly run "
+        "resumes each instrument from its newest stored bar" + (restart if never_stored else ""),
         error,
     )
 
 
+def fetch_blofin(
+    settings: MarketSettings,
+    windows: dict[str, tuple[pd.Timestamp, pd.Timestamp]],
+    latest: dict[str, pd.Timestamp],
+    config: FetchConfig | None = None,
+) -> dict[str, tuple[pd.DataFrame, FetchReport]]:
+    """Every window from BloFin, several instruments at once. A ban stops them all and becomes
+    RateLimitedRun (what was fetched and discarded); any other failure is raised as the
+    instrument's own error, naming it and its request."""
+    try:
+        return fetch_instruments(settings.api_url, windows, settings.bar, config=config)
+    except BatchFailed as failed:
+        error = failed.error
+        if not isinstance(error, BlofinRateLimited):
+            raise error from None
+        pending = [i for i in windows if i not in failed.fetched]
+        never_stored = [i for i in windows if i not in latest]
+        raise rate_limited_run(
+            error, failed.fetched, pending, never_stored, failed.begun
+        ) from error
+
+
 def fetch_raw(
-    settings: MarketSettings, latest: dict[str, pd.Timestamp], now: pd.Timestamp
+    settings: MarketSettings,
+    latest: dict[str, pd.Timestamp],
+    now: pd.Timestamp,
+    fetch: FetchConfig | None = None,
 ) -> FetchedBatch:
-    """The raw batch from the configured source, the requests it cost and its windows."""
+    """The raw batch from the configured source, the requests it cost and its windows;
+    ``fetch``: how BloFin is fetched (workers, budget), BloFin's limits by default."""
     if settings.source == "file":
         return FetchedBatch(read_candles_file(settings.candles_file), 0, {})
+    windows = {k: w for k, w in fetch_window(settings, latest, now).items() if w[0] < w[1]}
     frames: list[pd.DataFrame] = []
     requests = 0
-    windows = {k: w for k, w in fetch_window(settings, latest, now).items() if w[0] < w[1]}
-    fetched: dict[str, int] = {}
-    # The demo market is computed locally: no HTTP session is opened for it.
-    session = BlofinClient(settings.api_url) if settings.source == "blofin" else nullcontext()
-    with session as client:
+    if settings.source == "blofin":
+        for frame, report in fetch_blofin(settings, windows, latest, fetch).values():
+            frames.append(frame)
+            requests += report.requests
+    else:  # the demo market is computed locally: no HTTP session is opened for it
         for inst_id, (start, end) in windows.items():
-            if client is None:
-                frame = demo_candles([inst_id], settings.bar, start, end)
-                frame["origin"] = f"demo market {inst_id} {start.isoformat()}..{end.isoformat()}"
-            else:
-                try:
-                    frame, report = client.fetch_candles(inst_id, settings.bar, start, end)
-                except BlofinRateLimited as error:
-                    pending = [i for i in windows if i not in fetched]
-                    never_stored = [i for i in windows if i not in latest]
-                    raise rate_limited_run(error, fetched, pending, never_stored) from error
-                requests += report.requests
-            fetched[inst_id] = len(frame)
+            frame = demo_candles([inst_id], settings.bar, start, end)
+            frame["origin"] = f"demo market {inst_id} {start.isoformat()}..{end.isoformat()}"
             frames.append(frame)
     if not frames:
         return FetchedBatch(pd.DataFrame(columns=[*CANDLE_COLUMNS, "origin"]), requests, windows)
     return FetchedBatch(pd.concat(frames, ignore_index=True), requests, windows)
 
 
-def ingest_candles(settings: MarketSettings, db: DuckDBFile) -> IngestReport:
-    """One incremental ingestion: all instruments validated, then stored together or not at all."""
+def ingest_candles(
+    settings: MarketSettings, db: DuckDBFile, *, fetch: FetchConfig | None = None
+) -> IngestReport:
+    """One incremental ingestion: all instruments validated, then stored together or not at
+    all. ``fetch``: workers and budget for BloFin (a test scales the budget down)."""
     now = settings.now()
     with db.connect() as con:
         warehouse.check_identity(con, bar=settings.bar, source=settings.source)
         warehouse.check_clock(con, now=now, bar=settings.bar_delta(), as_of=settings.as_of)
         candles.ensure_schema(con)
         latest = candles.latest_candle_ts(con)
-    batch = fetch_raw(settings, latest, now)
+    batch = fetch_raw(settings, latest, now, fetch)
     validated = validate_candles(
         batch.raw,
         bar=settings.bar,
@@ -258,7 +285,8 @@ def ingest_candles(settings: MarketSettings, db: DuckDBFile) -> IngestReport:
         source_label=settings.source,
     )
     never_stored = sorted(set(settings.instrument_list()) - set(latest))
-    empty = [i for i in never_stored if not (validated.clean["inst_id"] == i).any()]
+    present = set(validated.clean["inst_id"].unique())  # one pass, not one per instrument
+    empty = [i for i in never_stored if i not in present]
     if empty:
         raise ValueError(
             f"{settings.source} source: no candles for {empty} on their first backfill "

@@ -6,6 +6,7 @@ launchpad); plain code takes them as this frozen value, so it never depends on D
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import pandas as pd
@@ -16,6 +17,21 @@ from blofin_assets.market.contract import parse_instruments
 from blofin_assets.market.validation.batch import ON_BAD_ROWS_MODES
 
 SOURCES = ("demo", "blofin", "file")
+# One constant behind both clocks on a served model. The hourly schedule retrains every hour;
+# a served version older than three of those hours is expired for its consumers
+# (BLOFIN_MODEL_MAX_AGE_HOURS, model_predictions.expired, load_model's warning), and each
+# model asset's freshness policy fails one interval earlier, at 2 h, so the UI says a run was
+# missed while the next hourly run can still replace the version before it expires.
+RETRAIN_INTERVAL_HOURS = 1
+DEFAULT_MODEL_MAX_AGE_HOURS = 3
+MODEL_FRESHNESS_HOURS = DEFAULT_MODEL_MAX_AGE_HOURS - RETRAIN_INTERVAL_HOURS
+
+
+def check_max_age_hours(value: float, name: str = "BLOFIN_MODEL_MAX_AGE_HOURS") -> float:
+    """A model age limit must be a positive, finite number of hours."""
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{name}={value}: must be a positive number of hours")
+    return value
 
 
 @dataclass(frozen=True)
@@ -30,6 +46,8 @@ class MarketSettings:
     candles_file: str
     on_bad_rows: str
     as_of: str  # empty: the real clock; an ISO-8601 UTC time freezes "now"
+    # A served version older than this at "now" (now - trained_at) is expired.
+    model_max_age_hours: float = DEFAULT_MODEL_MAX_AGE_HOURS
 
     def __post_init__(self) -> None:
         """Fail the run at its first step with a clear message instead of deep inside."""
@@ -48,6 +66,7 @@ class MarketSettings:
         ):
             if value < 1:
                 raise ValueError(f"{name}={value}: must be a positive integer")
+        check_max_age_hours(self.model_max_age_hours)
         self.instrument_list()
         self.bar_delta()
         self.now()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,8 @@ from blofin_assets.ml.store import ModelStore
 from blofin_assets.ml.tables import TARGETS_CODE_VERSION
 from blofin_assets.ml.training import TrainedModel, train_model
 from blofin_assets.ml.verdict import Verdict
+from blofin_assets.storage.connection import DuckDBFile
+from blofin_assets.storage.model_hashes import record_hashes_in
 
 PROMOTED = "promoted"
 REJECTED = "rejected"
@@ -172,11 +175,14 @@ def train_and_publish(
     data_until: pd.Timestamp,
     data_sources: Sequence[str] = (),
     trained_at: pd.Timestamp | None = None,
+    hash_record: DuckDBFile | None = None,
 ) -> PublishedModel:
     """The whole life of one candidate; no path serves a model that failed an ERROR gate.
 
     ``data_until`` is the newest stored bar when it was trained: every bar after it is one the
-    version never saw, which is what makes its later predictions out of sample."""
+    version never saw, which is what makes its later predictions out of sample. With
+    ``hash_record``, the files' hashes go into its model_file_hashes table as they are saved,
+    before the version is visible or served: what load_model trusts, not metadata.json."""
     trained_at = trained_at or pd.Timestamp.now(tz="UTC")
     trained = train_model(spec, frame, horizon=horizon)
     gates = (leakage_gate(trained), regression_gate(trained, promoted_skills), skill_gate(trained))
@@ -207,7 +213,11 @@ def train_and_publish(
         estimator=trained.estimator,
         scaler=trained.scaler,
         config=model_config(spec, horizon),
-        metadata=metadata,
+        metadata={**metadata, "outlier_reference": trained.reference.summary()},
+        reference=trained.reference.arrays(),
+        record_hashes=partial(record_hashes_in, hash_record, spec.name, version)
+        if hash_record is not None
+        else None,
     )
     if status == PROMOTED:
         store.promote(spec.name, version)

@@ -12,6 +12,7 @@ import pandas as pd
 from blofin_assets.ml.publish import target_definition
 from blofin_assets.ml.specs import SPECS_BY_NAME, metric_unit
 from blofin_assets.ml.store import ModelStore
+from blofin_assets.storage.model_hashes import FROM_METADATA, hash_columns
 from blofin_assets.storage.results import METRICS, SEED_TEST_NAMES
 
 METRIC_NAMES = tuple(METRICS)  # each stored as test_<metric> and train_<metric>
@@ -60,6 +61,8 @@ def result_row(metadata: dict[str, Any], model_path: str) -> dict[str, Any]:
         **units(metadata),
         "beyond_noise": beyond_noise(metadata),
         "class_names": class_names(metadata),
+        # metadata.json's hashes: append_results prefers the training step's record.
+        **hash_columns(metadata.get("sha256") or {}, FROM_METADATA),
     }
 
 

@@ -2,7 +2,8 @@
 
 Layout under ``models/model_<name>/``::
 
-    history/<version>/{model.pkl, scaler.pkl, config.json, metadata.json}
+    history/<version>/{model.pkl, scaler.pkl, config.json, metadata.json,
+                       model.skops or model.ubj, scaler.skops}   (pickle-free: ml/portable.py)
     current -> history/<version>            (relative symlink, replaced atomically)
     model.pkl -> current/model.pkl           (and scaler.pkl, config.json, metadata.json)
 
@@ -20,15 +21,21 @@ import shutil
 import socket
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import joblib
+import numpy as np
+
+from blofin_assets.ml.portable import pickle_free_files
 
 SERVED_FILES = ("model.pkl", "scaler.pkl", "config.json", "metadata.json")
 HASHED_FILES = ("model.pkl", "scaler.pkl")
 CURRENT_LINK = "current"
+# Optional, hashed when present: the outlier reference (ml/reference.py), numpy arrays only.
+# Versions saved before it have none.
+REFERENCE_FILE = "reference.npz"
 
 
 def sha256_file(path: Path) -> str:
@@ -39,11 +46,59 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _write_json(path: Path, payload: dict[str, Any]) -> None:
-    with open(path, "w") as handle:
-        json.dump(payload, handle, indent=2, sort_keys=True, default=str)
+class _HashingWriter:
+    """A file that hashes what passes through it: the sha256 recorded is of the bytes this
+    process wrote, not of a later read that another writer of the folder could have raced."""
+
+    def __init__(self, handle: Any) -> None:
+        self.handle = handle
+        self.digest = hashlib.sha256()
+
+    def write(self, data: bytes) -> int:
+        self.digest.update(data)
+        return self.handle.write(data)
+
+    def tell(self) -> int:  # joblib asks, to align numpy arrays
+        return self.handle.tell()
+
+
+def _write_bytes(path: Path, data: bytes) -> str:
+    """Write and fsync ``data``; its sha256."""
+    with open(path, "wb") as handle:
+        handle.write(data)
         handle.flush()
         os.fsync(handle.fileno())
+    return hashlib.sha256(data).hexdigest()
+
+
+def _dump_hashed(value: Any, path: Path) -> str:
+    """joblib's pickle of ``value``, fsynced; the sha256 of the bytes as written."""
+    with open(path, "wb") as handle:
+        writer = _HashingWriter(handle)
+        joblib.dump(value, writer)
+        handle.flush()
+        os.fsync(handle.fileno())
+    return writer.digest.hexdigest()
+
+
+def _write_json(path: Path, payload: dict[str, Any]) -> str:
+    """Write and fsync the JSON; the sha256 of its bytes."""
+    text = json.dumps(payload, indent=2, sort_keys=True, default=str)
+    return _write_bytes(path, text.encode())
+
+
+def _write_arrays(path: Path, arrays: Mapping[str, Any]) -> str:
+    """An .npz of plain arrays (an object array would need pickle to load: refused); its
+    sha256."""
+    values = {name: np.asarray(value) for name, value in arrays.items()}
+    objects = [name for name, value in values.items() if value.dtype.hasobject]
+    if objects:
+        raise ValueError(f"{path}: arrays {objects} hold Python objects (would need pickle)")
+    with open(path, "wb") as handle:
+        np.savez(handle, **values)
+        handle.flush()
+        os.fsync(handle.fileno())
+    return sha256_file(path)
 
 
 def _fsync_dir(path: Path) -> None:
@@ -116,8 +171,13 @@ class ModelStore:
         scaler: Any,
         config: dict[str, Any],
         metadata: dict[str, Any],
+        reference: Mapping[str, Any] | None = None,
+        record_hashes: Callable[[dict[str, str]], None] | None = None,
     ) -> Path:
-        """Write a complete version directory, or nothing: temp directory, fsync, rename."""
+        """Write a complete version directory, or nothing: temp directory, fsync, rename.
+        ``reference`` (numpy arrays) becomes reference.npz, hashed like the pickles.
+        ``record_hashes`` gets every file's sha256 before the folder becomes visible: a record
+        kept outside the models directory, which whoever can rewrite the folder cannot."""
         history = self.history_dir(name)
         history.mkdir(parents=True, exist_ok=True)
         final = history / version
@@ -129,17 +189,24 @@ class ModelStore:
         )
         staging.mkdir()
         try:
-            joblib.dump(estimator, staging / "model.pkl")
-            joblib.dump(scaler, staging / "scaler.pkl")
-            for filename in HASHED_FILES:
-                with open(staging / filename, "rb+") as handle:
-                    os.fsync(handle.fileno())
-            hashes = {filename: sha256_file(staging / filename) for filename in HASHED_FILES}
-            _write_json(staging / "config.json", config)
+            hashes = {
+                "model.pkl": _dump_hashed(estimator, staging / "model.pkl"),
+                "scaler.pkl": _dump_hashed(scaler, staging / "scaler.pkl"),
+            }
+            if reference is not None:
+                hashes[REFERENCE_FILE] = _write_arrays(staging / REFERENCE_FILE, reference)
+            # The pickle-free copies (ml/portable.py) and config.json are hashed too.
+            for filename, data in pickle_free_files(
+                estimator, scaler, config.get("model_type")
+            ).items():
+                hashes[filename] = _write_bytes(staging / filename, data)
+            hashes["config.json"] = _write_json(staging / "config.json", config)
             _write_json(
                 staging / "metadata.json", {**metadata, "version": version, "sha256": hashes}
             )
             _fsync_dir(staging)
+            if record_hashes is not None:  # a record outside this folder, before it is visible
+                record_hashes(dict(hashes))
             os.rename(staging, final)
             _fsync_dir(history)
         except BaseException:

@@ -30,6 +30,7 @@ from blofin_assets.ml.metrics import (
     row_losses,
     strongest_baseline,
 )
+from blofin_assets.ml.reference import OutlierReference, build_reference
 from blofin_assets.ml.significance import diebold_mariano, overlap_lag
 from blofin_assets.ml.specs import ModelSpec
 from blofin_assets.ml.splits import PurgedSplit, purged_split
@@ -60,6 +61,9 @@ class TrainedModel:
     # mean target in the estimator's space), so the served version's rule can be replayed on
     # the bars it later predicts.
     naive_constants: dict[str, float]
+    # The training rows as the estimator saw them (sampled, scaled), to tell later rows that
+    # lie outside them (ml/reference.py); saved with the version as reference.npz.
+    reference: OutlierReference
 
 
 def check_training_frame(frame: pd.DataFrame, spec: ModelSpec) -> None:
@@ -248,6 +252,7 @@ def train_model(
         train_seconds=train_seconds,
         instruments=tuple(sorted(frame["inst_id"].unique())),
         naive_constants=naive_constants(spec, blocks.y_train),
+        reference=build_reference(blocks.x_train, spec.features),
     )
 
 

@@ -7,7 +7,20 @@ Importing this package changes nothing in the importer's process (no thread poli
 freeze): those belong to the code location's entry point. Imports no Dagster.
 """
 
-from blofin_assets.serving.loading import ModelIntegrityError, load_model, load_version
+from blofin_assets.serving.loading import (
+    ModelExpiredError,
+    ModelExpiredWarning,
+    ModelIntegrityError,
+    load_model,
+    load_version,
+)
 from blofin_assets.serving.model import ServedModel
 
-__all__ = ["ModelIntegrityError", "ServedModel", "load_model", "load_version"]
+__all__ = [
+    "ModelExpiredError",
+    "ModelExpiredWarning",
+    "ModelIntegrityError",
+    "ServedModel",
+    "load_model",
+    "load_version",
+]

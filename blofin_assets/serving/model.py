@@ -1,4 +1,5 @@
-"""A served model version as loaded: its estimator, scaler, config and metadata."""
+"""A served model version as loaded: its estimator, scaler, config, metadata and outlier
+reference."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from blofin_assets.market.clock import as_utc
+from blofin_assets.ml.reference import OutlierReference
 from blofin_assets.ml.specs import SPECS_BY_NAME
 
 
@@ -19,6 +22,9 @@ class ServedModel:
     scaler: Any
     config: dict[str, Any]
     metadata: dict[str, Any]
+    # None for versions saved before references were (no reference.npz): their rows' outlier
+    # flag is unknown (pd.NA), never "not an outlier".
+    reference: OutlierReference | None = None
 
     @property
     def features(self) -> list[str]:
@@ -36,6 +42,29 @@ class ServedModel:
                 return tuple(source["class_names"])
         spec = SPECS_BY_NAME.get(self.name)
         return spec.class_names if spec is not None else ()
+
+    @property
+    def data_until(self) -> pd.Timestamp | None:
+        """The newest bar the version could see; older metadata without it: its trained_at."""
+        stamp = self.metadata.get("data_until") or self.metadata.get("trained_at")
+        return as_utc(stamp) if stamp else None
+
+    def age_hours(self, now: pd.Timestamp) -> float | None:
+        """Hours from the newest bar it learnt from to ``now``: what a consumer needs to know
+        (how old its knowledge is), and the same under a frozen clock as live; None if the
+        metadata records neither data_until nor trained_at."""
+        data_until = self.data_until
+        if data_until is None:
+            return None
+        return (as_utc(now, refuse_naive="now") - data_until) / pd.Timedelta(hours=1)
+
+    def outliers(self, scaled: np.ndarray) -> tuple[np.ndarray, pd.arrays.BooleanArray]:
+        """(outlier_score, outlier) of rows already through the scaler: NaN and pd.NA
+        (unknown) without a reference."""
+        if self.reference is None:
+            return np.full(len(scaled), np.nan), pd.array([pd.NA] * len(scaled), dtype="boolean")
+        scores = self.reference.scores(scaled)
+        return scores, pd.array(self.reference.flags(scores), dtype="boolean")
 
     def labels(self, scored: pd.DataFrame) -> pd.Series:
         """The predicted class's name for each row of ``predict``'s output: the likeliest
@@ -60,8 +89,10 @@ class ServedModel:
         """Score rows of the features table: one output row per input row, index kept.
 
         Columns: ``prediction`` (in target units: probability of up for direction, class for
-        momentum, 0-100 for risk, realised volatility, price for price), and class
-        probabilities ``p_<class>`` for classifiers.
+        momentum, 0-100 for risk, realised volatility, price for price), class
+        probabilities ``p_<class>`` for classifiers, then ``outlier_score`` (distance to the
+        version's training rows, ml/reference.py) and ``outlier`` (nullable boolean: score
+        above the version's threshold; pd.NA for a version saved without a reference).
         """
         missing = [column for column in self.features if column not in features.columns]
         if missing:
@@ -89,4 +120,7 @@ class ServedModel:
             elif self.config.get("target") == "target_risk":
                 raw = np.clip(raw, 0.0, 100.0)
             out["prediction"] = raw
+        scores, flags = self.outliers(x)
+        out["outlier_score"] = scores
+        out["outlier"] = flags
         return out

@@ -12,7 +12,7 @@ import duckdb
 import pandas as pd
 
 from blofin_assets.storage.connection import insert_new_rows, query_frame, transaction
-from blofin_assets.storage.sql import table_exists
+from blofin_assets.storage.sql import table_columns, table_exists
 
 OUTCOMES_TABLE = "prediction_outcomes"
 MODES = ("live", "backtest")
@@ -33,6 +33,9 @@ CREATE TABLE IF NOT EXISTS {OUTCOMES_TABLE} (
     realized_return DOUBLE NOT NULL,    -- ln(close[t+H] / close[t]), for the trading rule
     data_until TIMESTAMPTZ NOT NULL,    -- the newest bar the version saw; always < ts
     scored_at TIMESTAMPTZ NOT NULL,
+    outlier BOOLEAN,                    -- features outside the version's training rows; NULL:
+                                        -- unknown (no reference, or stored before the flag)
+    outlier_score DOUBLE,               -- distance to its training rows (ml/reference.py)
     PRIMARY KEY (inst_id, ts, model_name, model_version, mode),
     CHECK (mode IN ('live', 'backtest')),
     CHECK (ts > data_until)
@@ -41,12 +44,26 @@ CREATE TABLE IF NOT EXISTS {OUTCOMES_TABLE} (
 OUTCOME_COLUMNS = [
     "inst_id", "ts", "model_name", "model_version", "mode", "horizon", "prediction",
     "probability", "realized", "baseline", "baseline_name", "close", "realized_return",
-    "data_until", "scored_at",
+    "data_until", "scored_at", "outlier", "outlier_score",
 ]  # fmt: skip
+# Columns a file from an older release lacks, in the order they were appended; the outcomes
+# stored before keep NULL (unknown).
+APPENDED_COLUMNS = {"outlier": "BOOLEAN", "outlier_score": "DOUBLE"}
+UNKNOWN = {"BOOLEAN": "boolean", "DOUBLE": "Float64"}  # pandas dtypes that hold NULL
 
 
-def ensure_outcomes_table(con: duckdb.DuckDBPyConnection) -> None:
-    con.execute(OUTCOMES_DDL)
+def ensure_outcomes_table(con: duckdb.DuckDBPyConnection) -> list[str]:
+    """Create it, or add the columns an older file lacks (rows kept, NULL), in one
+    transaction; returns the columns added."""
+    with transaction(con):
+        con.execute(OUTCOMES_DDL)
+        existing = set(table_columns(con, OUTCOMES_TABLE))
+        added = [column for column in APPENDED_COLUMNS if column not in existing]
+        for column in added:
+            con.execute(
+                f"ALTER TABLE {OUTCOMES_TABLE} ADD COLUMN {column} {APPENDED_COLUMNS[column]}"
+            )
+    return added
 
 
 def append_outcomes(con: duckdb.DuckDBPyConnection, frame: pd.DataFrame) -> int:
@@ -54,13 +71,19 @@ def append_outcomes(con: duckdb.DuckDBPyConnection, frame: pd.DataFrame) -> int:
 
     The table's CHECK refuses an outcome for a bar at or before its version's ``data_until``
     (an in-sample "prediction"), so the out-of-sample rule holds whatever the caller did.
+    Rows without the appended columns (outlier, outlier_score) say nothing about them: stored
+    NULL, unknown.
     """
     ensure_outcomes_table(con)
     if frame.empty:
         return 0
-    missing = [column for column in OUTCOME_COLUMNS if column not in frame.columns]
+    missing = [c for c in OUTCOME_COLUMNS if c not in frame.columns and c not in APPENDED_COLUMNS]
     if missing:
         raise ValueError(f"{OUTCOMES_TABLE} rows lack columns {missing}")
+    unstated = {c: UNKNOWN[kind] for c, kind in APPENDED_COLUMNS.items() if c not in frame.columns}
+    frame = frame.assign(
+        **{c: pd.Series(pd.NA, index=frame.index, dtype=dtype) for c, dtype in unstated.items()}
+    )
     unknown = sorted(set(frame["mode"]) - set(MODES))
     if unknown:
         raise ValueError(f"{OUTCOMES_TABLE}: mode must be one of {MODES}, got {unknown}")

@@ -21,16 +21,28 @@ CREATE TABLE IF NOT EXISTS model_predictions (
     predicted_at TIMESTAMPTZ NOT NULL,
     horizon INTEGER,
     prediction_label VARCHAR,
+    outlier BOOLEAN,
+    outlier_score DOUBLE,
+    expired BOOLEAN,
+    model_age_hours DOUBLE,
     PRIMARY KEY (inst_id, ts, model_name, model_version)
 )
 """
 PREDICTION_COLUMNS = [
     "inst_id", "ts", "model_name", "model_version", "prediction", "probability",
-    "class_probabilities", "predicted_at", "horizon", "prediction_label",
+    "class_probabilities", "predicted_at", "horizon", "prediction_label", "outlier",
+    "outlier_score", "expired", "model_age_hours",
 ]  # fmt: skip
 # Columns a file from an older release may lack, in the order they were appended. Their
 # values are unknown for the rows stored before, which keep NULL.
-APPENDED_COLUMNS = {"horizon": "INTEGER", "prediction_label": "VARCHAR"}
+APPENDED_COLUMNS = {
+    "horizon": "INTEGER",
+    "prediction_label": "VARCHAR",
+    "outlier": "BOOLEAN",
+    "outlier_score": "DOUBLE",
+    "expired": "BOOLEAN",
+    "model_age_hours": "DOUBLE",
+}
 PREDICTION_DESCRIPTIONS: dict[str, str] = {
     "inst_id": "Instrument, e.g. BTC-USDT.",
     "ts": "Open time (UTC) of the bar scored: the instrument's newest closed bar then.",
@@ -44,12 +56,25 @@ PREDICTION_DESCRIPTIONS: dict[str, str] = {
     "0.5 the predicted side is down). NULL for regressors.",
     "class_probabilities": "JSON: class -> probability (class as in ml_model_results."
     "class_names, 0-based). NULL for regressors.",
-    "predicted_at": "When it was scored (UTC).",
+    "predicted_at": "When it was scored (UTC): the run's now, BLOFIN_AS_OF when the clock is "
+    "frozen.",
     "horizon": "H in bars: the prediction is about bars ts+1 .. ts+H. NULL for rows stored "
     "before it was recorded.",
     "prediction_label": "The predicted class's name: momentum decelerating / neutral / "
     "accelerating; direction up or down (the likelier side). NULL for regressors, and for rows "
     "stored before labels were (their prediction column holds the class).",
+    "outlier": "TRUE when the bar's features lie outside the version's training rows: "
+    "outlier_score above the threshold in the version's reference.npz (the 99.9 % quantile "
+    "of the training rows' own scores). NULL when unknown: a version saved without a "
+    "reference, or a row stored before the flag was.",
+    "outlier_score": "Mean Euclidean distance from the scaled features to the 10 nearest of "
+    "the version's reference training rows, over the median of that distance for its "
+    "training rows (about 1 is typical). NULL when unknown, as outlier.",
+    "expired": "TRUE when the version was older than BLOFIN_MODEL_MAX_AGE_HOURS at "
+    "predicted_at (model_age_hours above it): the hourly retraining had not replaced it. NULL "
+    "for rows stored before it was recorded.",
+    "model_age_hours": "predicted_at minus the version's data_until (the newest bar it learnt "
+    "from), in hours. NULL for rows stored before it was recorded.",
 }
 
 

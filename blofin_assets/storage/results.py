@@ -15,6 +15,13 @@ import duckdb
 import pandas as pd
 
 from blofin_assets.storage.connection import registered, transaction
+from blofin_assets.storage.model_hashes import (
+    FROM_TRAINING,
+    backfill_hashes,
+    hash_columns,
+    stored_hash_sources,
+    training_hashes,
+)
 from blofin_assets.storage.sql import (
     quote_identifier,
     quote_literal,
@@ -97,7 +104,16 @@ RESULTS_COLUMNS: dict[str, str] = {
     "target_unit": "VARCHAR",
     "beyond_noise": "BOOLEAN",
     "class_names": "VARCHAR",
+    # Appended when the files' hashes were recorded outside the models directory.
+    "model_sha256": "VARCHAR",
+    "scaler_sha256": "VARCHAR",
+    "config_sha256": "VARCHAR",
+    "pickle_free_model_file": "VARCHAR",
+    "pickle_free_model_sha256": "VARCHAR",
+    "pickle_free_scaler_sha256": "VARCHAR",
+    "hashes_source": "VARCHAR",
 }
+HASH_NOTE = "load_model refuses a file whose sha256 differs (storage/model_hashes.py)."
 
 
 def metric_description(metric: str, block: str) -> str:
@@ -170,6 +186,19 @@ RESULTS_DESCRIPTIONS: dict[str, str] = {
     "beats_baseline gate. NULL for versions from before that gate tested noise.",
     "class_names": 'JSON list of the class names, index = class (direction ["down", "up"], '
     'momentum ["decelerating", "neutral", "accelerating"]). NULL for regressors.',
+    "model_sha256": f"sha256 of the version's model.pkl. {HASH_NOTE}",
+    "scaler_sha256": f"sha256 of the version's scaler.pkl. {HASH_NOTE}",
+    "config_sha256": "sha256 of the version's config.json (its feature order). NULL for versions "
+    "saved before it was hashed.",
+    "pickle_free_model_file": "The pickle-free copy of the model: model.ubj (XGBoost's own "
+    "format) or model.skops. NULL for versions saved before there was one.",
+    "pickle_free_model_sha256": f"sha256 of pickle_free_model_file. {HASH_NOTE}",
+    "pickle_free_scaler_sha256": f"sha256 of the version's scaler.skops. {HASH_NOTE}",
+    "hashes_source": "Where the hashes came from: 'training' (the training step's record in "
+    "model_file_hashes, written from the bytes it wrote before the folder was visible: "
+    "trustworthy even if the models directory is not); 'metadata.json' (read from the folder "
+    "when the row was recorded: as trustworthy as the folder was until then); 'metadata.json, "
+    "backfilled' (a row recorded before these columns: read once from its folder); 'none'.",
 }
 
 
@@ -242,32 +271,58 @@ def fill_test_twins(con: duckdb.DuckDBPyConnection, existing: set[str], added: l
 
 
 def recorded_versions(con: duckdb.DuckDBPyConnection) -> set[tuple[str, str]]:
-    if not table_exists(con, "ml_model_results"):
+    """Versions recorded with their hashes, which the results asset need not read again: a
+    row recorded before the hash columns is read once more, for its hashes (append_results)."""
+    if "hashes_source" not in table_columns(con, "ml_model_results"):
         return set()
     return {
         (name, version)
         for name, version in con.execute(
-            "SELECT model_name, version FROM ml_model_results"
+            "SELECT model_name, version FROM ml_model_results WHERE hashes_source IS NOT NULL"
         ).fetchall()
     }
 
 
+def key(row: Mapping[str, object]) -> tuple[str, str]:
+    return str(row["model_name"]), str(row["version"])
+
+
 def append_results(con: duckdb.DuckDBPyConnection, rows: Sequence[dict[str, object]]) -> int:
-    """Append result rows not yet recorded (idempotent on model_name + version), one transaction."""
+    """Append result rows not yet recorded (idempotent on model_name + version), one transaction.
+
+    Hashes are the training step's record where it has the version (model_file_hashes),
+    else the row's own (read from metadata.json). A row recorded before the hash columns gets
+    its hashes filled in once, in the same transaction. Returns the rows appended."""
     migrate_results(con)
     unknown = sorted({column for row in rows for column in row} - set(RESULTS_COLUMNS))
     if unknown:
         raise ValueError(f"ml_model_results has no columns {unknown}: add them to RESULTS_COLUMNS")
-    known = recorded_versions(con)
-    fresh = [row for row in rows if (row["model_name"], row["version"]) not in known]
-    if not fresh:
+    stored = stored_hash_sources(con)
+    fresh = [row for row in rows if key(row) not in stored]
+    unhashed = [row for row in rows if key(row) in stored and stored[key(row)] is None]
+    training = training_hashes(con, [key(row) for row in fresh])
+    fresh = [
+        {**row, **hash_columns(training[key(row)], FROM_TRAINING)} if key(row) in training else row
+        for row in fresh
+    ]
+    if not fresh and not unhashed:
         return 0
+    with transaction(con):
+        if fresh:
+            insert_results(con, fresh)
+        for row in unhashed:
+            backfill_hashes(con, row)
+    return len(fresh)
+
+
+def insert_results(con: duckdb.DuckDBPyConnection, fresh: Sequence[dict[str, object]]) -> None:
+    """Insert new rows, ids continuing the table's (inside the caller's transaction)."""
     frame = pd.DataFrame(fresh)
     for column in RESULTS_COLUMNS:
         if column not in frame.columns:
             frame[column] = None
     columns = [c for c in RESULTS_COLUMNS if c != "id"]
-    with registered(con, "incoming_results", frame[columns]), transaction(con):
+    with registered(con, "incoming_results", frame[columns]):
         next_id = scalar(con, "SELECT coalesce(max(id), 0) FROM ml_model_results")
         quoted = ", ".join(quote_identifier(c) for c in columns)
         con.execute(
@@ -276,7 +331,6 @@ def append_results(con: duckdb.DuckDBPyConnection, rows: Sequence[dict[str, obje
             "FROM incoming_results",
             [int(next_id)],
         )
-    return len(fresh)
 
 
 def promoted_skills(

@@ -25,6 +25,7 @@ from blofin_assets.defs.assets.metadata import OWNERS, provenance
 from blofin_assets.defs.assets.targets import targets
 from blofin_assets.defs.resources import BlofinSettings, DuckDBWarehouse, ModelStoreResource
 from blofin_assets.defs.verdicts import check_result
+from blofin_assets.market.settings import MODEL_FRESHNESS_HOURS
 from blofin_assets.ml import report
 from blofin_assets.ml.gates import REGRESSION_HISTORY
 from blofin_assets.ml.importance import importance_chart_png, importance_markdown
@@ -49,8 +50,9 @@ GATE_DESCRIPTIONS = {
     "beats_baseline": "WARN when the skill over the strongest naive rule on the test rows is "
     "not positive beyond noise. Reported only: the candidate is still served.",
 }
-# The schedule is hourly; two hours without a retrain means a run was missed.
-MODEL_FRESHNESS = FreshnessPolicy.time_window(fail_window=timedelta(hours=2))
+# The schedule is hourly; two hours without a retrain means a run was missed: one interval
+# before a served version expires (market/settings.py derives both from one constant).
+MODEL_FRESHNESS = FreshnessPolicy.time_window(fail_window=timedelta(hours=MODEL_FRESHNESS_HOURS))
 
 
 def materialization_metadata(published: PublishedModel) -> dict[str, object]:
@@ -150,12 +152,14 @@ def build_model_asset(spec: ModelSpec) -> AssetsDefinition:
             run_id=context.run.run_id,
             data_sources=sources,
             data_until=data_until,
+            hash_record=warehouse.file(),
         )
         log_outcome(context, published)
         return MaterializeResult(
             metadata={**materialization_metadata(published), **provenance(sources)},
             check_results=[
-                check_result(gate, check_name=gate.check_name) for gate in published.gates
+                check_result(gate, check_name=gate.check_name, asset=spec.name, log=context.log)
+                for gate in published.gates
             ],
             data_version=DataVersion(published.version),
         )

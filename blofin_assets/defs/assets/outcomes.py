@@ -24,11 +24,12 @@ def build_outcomes_asset(
         description="The forward record, table main.prediction_outcomes: each version that "
         "was served predicts every bar of every configured instrument after the newest bar it "
         "saw (data_until) until the next promoted version's, scored against the label and the "
-        "version's strongest naive rule once the horizon has closed. Append-only, idempotent "
-        "on (inst_id, ts, model_name, model_version, mode).",
+        "version's strongest naive rule once the horizon has closed, each bar flagged "
+        "`outlier` when its features lie outside the version's training rows. Append-only, "
+        "idempotent on (inst_id, ts, model_name, model_version, mode).",
         kinds={"duckdb"},
         owners=OWNERS,
-        code_version="outcomes-1",
+        code_version="outcomes-2",
         pool="duckdb_writer",
     )
     def prediction_outcomes(
@@ -53,6 +54,12 @@ def build_outcomes_asset(
                     f"scored_{name}": MetadataValue.int(int(scored.get(name, 0)))
                     for name in model_names
                 },
+                # Of this run's outcomes: outside the version's training rows, and unknown (a
+                # version saved without an outlier reference).
+                "outliers_scored": MetadataValue.int(
+                    int(outcomes["outlier"].fillna(False).astype(bool).sum())
+                ),
+                "outlier_unknown": MetadataValue.int(int(outcomes["outlier"].isna().sum())),
                 "newest_bar_scored": str(newest) if newest is not None else "none",
                 "versions_scored": MetadataValue.json(versions),
                 **provenance(sources),

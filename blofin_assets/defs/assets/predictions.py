@@ -2,16 +2,44 @@
 
 from collections.abc import Sequence
 
-from dagster import AssetsDefinition, DataVersion, MaterializeResult, MetadataValue, asset
+import pandas as pd
+from dagster import (
+    AssetExecutionContext,
+    AssetsDefinition,
+    DataVersion,
+    MaterializeResult,
+    MetadataValue,
+    asset,
+)
 
 from blofin_assets.defs.assets.features import features
 from blofin_assets.defs.assets.metadata import OWNERS, provenance
 from blofin_assets.defs.assets.results import stored_column_schema
-from blofin_assets.defs.resources import DuckDBWarehouse, ModelStoreResource
+from blofin_assets.defs.resources import BlofinSettings, DuckDBWarehouse, ModelStoreResource
 from blofin_assets.serving.scoring import prediction_preview, score_latest
 from blofin_assets.storage.candles import candle_sources
 from blofin_assets.storage.predictions import append_predictions, prediction_count
 from blofin_assets.storage.training_rows import latest_feature_rows
+
+
+def flag_metadata(scored: pd.DataFrame) -> dict[str, object]:
+    """How many of this run's predictions are outliers, of unknown outlierness, expired."""
+    expired = scored[scored["expired"].fillna(False).astype(bool)]
+    return {
+        "outliers": MetadataValue.int(int(scored["outlier"].fillna(False).sum())),
+        "outlier_unknown": MetadataValue.int(int(scored["outlier"].isna().sum())),
+        "expired": MetadataValue.int(len(expired)),
+        "expired_models": MetadataValue.json(
+            {
+                name: f"{version}, {age:.1f} h old"
+                for name, version, age in expired[
+                    ["model_name", "model_version", "model_age_hours"]
+                ]
+                .drop_duplicates("model_name")
+                .itertuples(index=False)
+            }
+        ),
+    }
 
 
 def build_predictions_asset(
@@ -23,24 +51,41 @@ def build_predictions_asset(
         description="For each instrument, the latest closed bar's features scored by each "
         "*served* model (sha256-verified before loading), table main.model_predictions; a "
         "classifier's predicted class named in prediction_label (momentum decelerating / "
-        "neutral / accelerating, direction up / down). Append-only, idempotent on (inst_id, "
-        "ts, model_name, model_version).",
+        "neutral / accelerating, direction up / down); `outlier` when the bar's features lie "
+        "outside the version's training rows, `expired` when the version is older than "
+        "BLOFIN_MODEL_MAX_AGE_HOURS. Append-only, idempotent on (inst_id, ts, model_name, "
+        "model_version).",
         kinds={"duckdb", "scikit-learn"},
         owners=OWNERS,
-        code_version="predictions-2",
+        code_version="predictions-3",
         pool="duckdb_writer",
     )
     def model_predictions(
-        warehouse: DuckDBWarehouse, model_store: ModelStoreResource
+        context: AssetExecutionContext,
+        settings: BlofinSettings,
+        warehouse: DuckDBWarehouse,
+        model_store: ModelStoreResource,
     ) -> MaterializeResult:
         with warehouse.connect(read_only=True) as con:
             latest = latest_feature_rows(con)
             sources = candle_sources(con)
-        scored = score_latest(latest, model_names, model_store.models_dir)
+        scored = score_latest(
+            latest,
+            model_names,
+            model_store.models_dir,
+            now=settings.now(),
+            max_age_hours=settings.model_max_age_hours,
+        )
         with warehouse.connect() as con:
             added = append_predictions(con, scored)
             total = prediction_count(con)
             schema = stored_column_schema(con, "model_predictions")
+        flags = flag_metadata(scored)
+        for name, text in flags["expired_models"].data.items():
+            context.log.warning(
+                f"{name} served version {text}: older than BLOFIN_MODEL_MAX_AGE_HOURS="
+                f"{settings.model_max_age_hours:g}; its predictions are marked expired"
+            )
         return MaterializeResult(
             metadata={
                 "rows_added": MetadataValue.int(added),
@@ -48,6 +93,7 @@ def build_predictions_asset(
                 "dagster/table_name": "main.model_predictions",
                 "dagster/column_schema": MetadataValue.table_schema(schema),
                 "bar_ts": str(latest["ts"].max()),
+                **flags,
                 **provenance(sources),
                 "latest": MetadataValue.md(prediction_preview(scored).to_markdown()),
             },

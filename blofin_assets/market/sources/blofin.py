@@ -14,17 +14,20 @@ Failures: timeouts, connection errors, HTTP 5xx and BloFin's transient body code
 are retried with jittered exponential backoff; HTTP 429 / 403 (the IP is suspended) stops at
 once with BlofinRateLimited; any other error fails at once. ``RateLimiter`` keeps every request
 under 80 % of both per-IP limits BloFin publishes, so a suspension should never be earned.
+
+Many instruments at once, sharing one limiter: blofin_batch.py.
 """
 
 from __future__ import annotations
 
+import itertools
 import random
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import pandas as pd
 import requests
@@ -76,11 +79,29 @@ CLIENT_RATE_LIMITS: tuple[RateLimit, ...] = tuple(
 )  # 400 a minute, 1,200 per 5 minutes
 
 
+# A wait that may be called off (a batch that stopped) sleeps in slices this long, checking in
+# between: a worker queued behind a full 5-minute window quits within this, not minutes later.
+CANCEL_POLL_SECONDS = 0.05
+
+
+class FetchStopped(Exception):
+    """A fetch called off before its next request because its batch stopped: another
+    instrument failed (or the run was interrupted). Not a failure of its own."""
+
+
+class Pacer(Protocol):
+    """What a client waits on before each request (a RateLimiter, or a batch's view of one):
+    ``backoff`` None for a first attempt, else the retry's backoff, waited out first."""
+
+    def wait(self, backoff: float | None = None) -> float: ...
+
+
 class RateLimiter:
     """Request starts kept under every budget in any window (a sliding log per limit), and at
     least the shortest even spacing of any budget apart (60 s / 400 = 0.15 s), so no burst
-    reaches BloFin's firewall. Thread-safe: one limiter per IP can be shared by clients in
-    several threads; a waiting caller holds the lock, since nobody may start before it. It
+    reaches BloFin's firewall. Thread-safe and fair: callers are served one at a time in the
+    order they came (a ticket each), and the one served keeps its turn while it sleeps, since
+    nobody may start before it; so threads sharing the limiter take turns, none starves. It
     counts this process's requests only: another process on the IP needs its own headroom."""
 
     def __init__(
@@ -100,24 +121,55 @@ class RateLimiter:
         self._clock = clock
         self._sleep = sleep
         self._starts: list[deque[float]] = [deque(maxlen=limit.requests) for limit in self.limits]
-        self._lock = threading.Lock()
+        self._turn = threading.Condition()
+        self._tickets = itertools.count()
+        self._serving = 0
 
-    def wait(self) -> float:
-        """Block until a request may start; returns (and records) that start time."""
-        with self._lock:
+    def wait(self, backoff: float | None = None, cancel: threading.Event | None = None) -> float:
+        """Block until a request may start (a retry: ``backoff`` seconds first); returns (and
+        records) that start time. Once ``cancel`` is set, raises FetchStopped instead."""
+        if backoff:
+            self._pause(backoff, cancel)
+        with self._turn:
+            ticket = next(self._tickets)
+            self._turn.wait_for(lambda: self._serving == ticket)
+        try:
+            return self._next_start(cancel)
+        finally:
+            with self._turn:
+                self._serving += 1
+                self._turn.notify_all()
+
+    def _pause(self, seconds: float, cancel: threading.Event | None) -> None:
+        """Sleep ``seconds``, in slices that check ``cancel`` if there is one."""
+        if cancel is None:
+            self._sleep(seconds)
+            return
+        end = self._clock() + seconds
+        while (left := end - self._clock()) > 0:
+            if cancel.is_set():
+                raise FetchStopped("the batch stopped while this request backed off")
+            self._sleep(min(left, CANCEL_POLL_SECONDS))
+
+    def _next_start(self, cancel: threading.Event | None) -> float:
+        now = self._clock()
+        earliest = now
+        for limit, starts in zip(self.limits, self._starts, strict=True):
+            if starts:
+                earliest = max(earliest, starts[-1] + self.interval)
+            if len(starts) == limit.requests:  # the window after the oldest one is full
+                earliest = max(earliest, starts[0] + limit.seconds)
+        while True:
+            if cancel is not None and cancel.is_set():
+                raise FetchStopped("the batch stopped while this request waited for its turn")
+            if now >= earliest:
+                break
+            pause = earliest - now
+            self._sleep(pause if cancel is None else min(pause, CANCEL_POLL_SECONDS))
             now = self._clock()
-            earliest = now
-            for limit, starts in zip(self.limits, self._starts, strict=True):
-                if starts:
-                    earliest = max(earliest, starts[-1] + self.interval)
-                if len(starts) == limit.requests:  # the window after the oldest one is full
-                    earliest = max(earliest, starts[0] + limit.seconds)
-            while now < earliest:
-                self._sleep(earliest - now)
-                now = self._clock()
-            for starts in self._starts:
-                starts.append(now)
-            return now
+        for starts in self._starts:
+            starts.append(now)
+        return now
 
 
 class BlofinClient:
@@ -128,7 +180,7 @@ class BlofinClient:
         base_url: str = DEFAULT_API_URL,
         *,
         rate_limits: Sequence[RateLimit] = CLIENT_RATE_LIMITS,
-        limiter: RateLimiter | None = None,
+        limiter: Pacer | None = None,
         timeout_seconds: float = 10.0,
         max_retries: int = 5,
         backoff_base_seconds: float = 0.5,
@@ -138,8 +190,9 @@ class BlofinClient:
         rng_seed: int | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        """``limiter``: one shared with other clients on this IP; otherwise a new one from
-        ``rate_limits``, ``clock`` and ``sleep``."""
+        """``limiter``: one shared with other clients on this IP (or a batch's view of one);
+        otherwise a new one from ``rate_limits``, ``clock`` and ``sleep``. The limiter waits
+        out a retry's backoff too, so a shared one can hold the others back meanwhile."""
         if max_retries < 0:
             raise ValueError(f"max_retries must be >= 0, got {max_retries}")
         self.base_url = base_url.rstrip("/")
@@ -149,9 +202,8 @@ class BlofinClient:
         self.backoff_max_seconds = backoff_max_seconds
         self._own_session = session is None
         self.session = session or requests.Session()
-        self._sleep = sleep
         self._rng = random.Random(rng_seed)
-        self.limiter = limiter or RateLimiter(rate_limits, clock=clock, sleep=sleep)
+        self.limiter: Pacer = limiter or RateLimiter(rate_limits, clock=clock, sleep=sleep)
 
     def close(self) -> None:
         """Close the HTTP session if this client created it."""
@@ -218,8 +270,9 @@ class BlofinClient:
     def _get_page(self, request: PageRequest, report: FetchReport) -> list[list[Any]]:
         """One page, with retries for timeouts, connection errors, 5xx and BloFin's transient
         codes only; a suspension (429 / 403) raises BlofinRateLimited on the first answer."""
+        backoff: float | None = None  # a first attempt waits for its turn only
         for attempt in range(self.max_retries + 1):
-            self.limiter.wait()
+            report.started_at.append(self.limiter.wait(backoff))
             report.requests += 1
             outcome = self._attempt(request, attempt + 1)
             if not isinstance(outcome, RetryableFailure):
@@ -234,7 +287,7 @@ class BlofinClient:
                 )
             report.retries += 1
             wait = outcome.retry_after
-            self._sleep(wait if wait is not None else self.backoff_delay(attempt))
+            backoff = wait if wait is not None else self.backoff_delay(attempt)
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _attempt(self, request: PageRequest, attempts: int) -> list[list[Any]] | RetryableFailure:

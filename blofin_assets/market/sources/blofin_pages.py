@@ -9,7 +9,7 @@ and stops the fetch at once; every other code fails at once, naming BloFin's ``m
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode
 
@@ -46,13 +46,16 @@ ROW_FIELDS: dict[str, int] = {
 
 @dataclass
 class FetchReport:
-    """What one fetch cost: HTTP requests (incl. retries), retries, pages, rows, open bars."""
+    """What one fetch cost: HTTP requests (incl. retries), retries, pages, rows, open bars;
+    ``started_at``: when each request started by the limiter's clock, so the pacing of a batch
+    can be checked from its reports (not compared: two equal fetches differ in time)."""
 
     requests: int = 0
     retries: int = 0
     pages: int = 0
     rows: int = 0
     unconfirmed_dropped: int = 0
+    started_at: list[float] = field(default_factory=list, compare=False, repr=False)
 
 
 class BlofinAPIError(RuntimeError):
