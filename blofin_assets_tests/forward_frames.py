@@ -56,6 +56,8 @@ def outcomes(
             "realized_return": np.zeros(n) if realized_return is None else realized_return,
             "data_until": start - bar,
             "scored_at": ts[-1] + horizon * bar,
+            "outlier": pd.array([False] * n, dtype="boolean"),
+            "outlier_score": np.ones(n),
         }
     )[OUTCOME_COLUMNS]
 
