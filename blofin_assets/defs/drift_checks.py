@@ -21,7 +21,7 @@ from blofin_assets.defs.assets.features import features
 from blofin_assets.defs.assets.targets import targets
 from blofin_assets.defs.resources import DuckDBWarehouse, ModelStoreResource
 from blofin_assets.defs.verdicts import asset_check_result
-from blofin_assets.ml.specs import MODEL_SPECS, ModelSpec
+from blofin_assets.ml.specs import ModelSpec
 from blofin_assets.ml.verdict import Verdict
 from blofin_assets.quality.drift import (
     RULE,
@@ -83,6 +83,3 @@ def build_drift_checks(spec: ModelSpec) -> list[AssetChecksDefinition]:
         return asset_check_result(context, verdict)
 
     return [feature_drift_check, label_drift_check]
-
-
-DRIFT_CHECKS = [check for spec in MODEL_SPECS for check in build_drift_checks(spec)]

@@ -6,8 +6,7 @@ import duckdb
 import pandas as pd
 
 from blofin_assets.storage.connection import insert_new_rows, transaction
-from blofin_assets.storage.results import apply_column_comments
-from blofin_assets.storage.sql import scalar, table_columns
+from blofin_assets.storage.sql import apply_column_comments, scalar, table_columns
 
 PREDICTIONS_DDL = """
 CREATE TABLE IF NOT EXISTS model_predictions (

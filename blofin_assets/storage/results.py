@@ -23,8 +23,8 @@ from blofin_assets.storage.model_hashes import (
     training_hashes,
 )
 from blofin_assets.storage.sql import (
+    apply_column_comments,
     quote_identifier,
-    quote_literal,
     scalar,
     table_columns,
     table_exists,
@@ -200,42 +200,6 @@ RESULTS_DESCRIPTIONS: dict[str, str] = {
     "when the row was recorded: as trustworthy as the folder was until then); 'metadata.json, "
     "backfilled' (a row recorded before these columns: read once from its folder); 'none'.",
 }
-
-
-# Column descriptions live in DuckDB itself (COMMENT ON COLUMN), so a table explains its
-# columns to whoever opens the file, with or without this code or the Dagster catalog. Here
-# beside the first table that used them; model_predictions uses them too.
-def described_columns(con: duckdb.DuckDBPyConnection, table: str) -> list[tuple[str, str, str]]:
-    """(name, SQL type, comment) of a main-schema table's columns in order; '' where a column
-    has no comment. What the catalog's column schema is built from: the stored table, not the
-    code's idea of it."""
-    rows = con.execute(
-        "SELECT column_name, data_type, coalesce(comment, '') FROM duckdb_columns() "
-        "WHERE database_name = current_database() AND schema_name = 'main' AND table_name = ? "
-        "ORDER BY column_index",
-        [table],
-    ).fetchall()
-    return [(str(name), str(kind), str(comment)) for name, kind, comment in rows]
-
-
-def apply_column_comments(
-    con: duckdb.DuckDBPyConnection, table: str, descriptions: Mapping[str, str]
-) -> list[str]:
-    """Write each described column's comment where the stored one differs; returns the columns
-    changed. Only differences are written: this runs on every materialization, and an unchanged
-    comment would still be a catalog write."""
-    stored = {name: comment for name, _, comment in described_columns(con, table)}
-    changed = []
-    for column, text in descriptions.items():
-        if not text:
-            raise ValueError(f"{table}.{column}: a column description must not be empty")
-        if column in stored and stored[column] != text:
-            con.execute(
-                f"COMMENT ON COLUMN {quote_identifier(table)}.{quote_identifier(column)} "
-                f"IS {quote_literal(text)}"
-            )
-            changed.append(column)
-    return changed
 
 
 def migrate_results(con: duckdb.DuckDBPyConnection) -> list[str]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import duckdb
@@ -56,3 +56,39 @@ def table_columns(con: duckdb.DuckDBPyConnection, table: str) -> list[str]:
             [table],
         ).fetchall()
     ]
+
+
+# Column descriptions live in DuckDB itself (COMMENT ON COLUMN), so a table explains its
+# columns to whoever opens the file, with or without this code or the Dagster catalog.
+# ml_model_results and model_predictions both use them.
+def described_columns(con: duckdb.DuckDBPyConnection, table: str) -> list[tuple[str, str, str]]:
+    """(name, SQL type, comment) of a main-schema table's columns in order; '' where a column
+    has no comment. What the catalog's column schema is built from: the stored table, not the
+    code's idea of it."""
+    rows = con.execute(
+        "SELECT column_name, data_type, coalesce(comment, '') FROM duckdb_columns() "
+        "WHERE database_name = current_database() AND schema_name = 'main' AND table_name = ? "
+        "ORDER BY column_index",
+        [table],
+    ).fetchall()
+    return [(str(name), str(kind), str(comment)) for name, kind, comment in rows]
+
+
+def apply_column_comments(
+    con: duckdb.DuckDBPyConnection, table: str, descriptions: Mapping[str, str]
+) -> list[str]:
+    """Write each described column's comment where the stored one differs; returns the columns
+    changed. Only differences are written: this runs on every materialization, and an unchanged
+    comment would still be a catalog write."""
+    stored = {name: comment for name, _, comment in described_columns(con, table)}
+    changed = []
+    for column, text in descriptions.items():
+        if not text:
+            raise ValueError(f"{table}.{column}: a column description must not be empty")
+        if column in stored and stored[column] != text:
+            con.execute(
+                f"COMMENT ON COLUMN {quote_identifier(table)}.{quote_identifier(column)} "
+                f"IS {quote_literal(text)}"
+            )
+            changed.append(column)
+    return changed

@@ -11,6 +11,7 @@ from blofin_assets.defs.resources import BlofinSettings, DuckDBWarehouse
 from blofin_assets.quality.tables import training_window_covered
 from blofin_assets.storage.candles import candle_sources
 from blofin_assets.storage.derived import DerivedTable, Refresh, refresh_table
+from blofin_assets.storage.sql import described_columns
 from blofin_assets.storage.warehouse import check_clock, check_identity
 
 OWNERS = ["team:quant-ml"]
@@ -89,4 +90,15 @@ def refresh_derived(
             **own,
         },
         data_version=DataVersion(refresh.data_version),
+    )
+
+
+def stored_column_schema(con: duckdb.DuckDBPyConnection, table: str) -> TableSchema:
+    """The catalog's column schema read from the stored table, descriptions from its DuckDB
+    comments: what the catalog shows is what a query of the file finds."""
+    return TableSchema(
+        columns=[
+            TableColumn(name=name, type=kind, description=comment or None)
+            for name, kind, comment in described_columns(con, table)
+        ]
     )

@@ -13,8 +13,7 @@ from dagster import (
 )
 
 from blofin_assets.defs.assets.features import features
-from blofin_assets.defs.assets.metadata import OWNERS, provenance
-from blofin_assets.defs.assets.results import stored_column_schema
+from blofin_assets.defs.assets.metadata import OWNERS, provenance, stored_column_schema
 from blofin_assets.defs.resources import BlofinSettings, DuckDBWarehouse, ModelStoreResource
 from blofin_assets.serving.scoring import prediction_preview, score_latest
 from blofin_assets.storage.candles import candle_sources

@@ -2,39 +2,24 @@
 
 from collections.abc import Sequence
 
-import duckdb
 from dagster import (
     AssetsDefinition,
     DataVersion,
     MaterializeResult,
     MetadataValue,
-    TableColumn,
-    TableSchema,
     asset,
 )
 
-from blofin_assets.defs.assets.metadata import OWNERS
+from blofin_assets.defs.assets.metadata import OWNERS, stored_column_schema
 from blofin_assets.defs.resources import DuckDBWarehouse, ModelStoreResource
 from blofin_assets.ml.result_rows import unrecorded_rows
 from blofin_assets.storage.results import (
     append_results,
-    described_columns,
     latest_results,
     migrate_results,
     recorded_versions,
     results_size,
 )
-
-
-def stored_column_schema(con: duckdb.DuckDBPyConnection, table: str) -> TableSchema:
-    """The catalog's column schema read from the stored table, descriptions from its DuckDB
-    comments: what the catalog shows is what a query of the file finds."""
-    return TableSchema(
-        columns=[
-            TableColumn(name=name, type=kind, description=comment or None)
-            for name, kind, comment in described_columns(con, table)
-        ]
-    )
 
 
 def build_results_asset(model_assets: Sequence[AssetsDefinition]) -> AssetsDefinition:
