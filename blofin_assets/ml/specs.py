@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from sklearn.ensemble import HistGradientBoostingRegressor, RandomForestClassifier
@@ -112,6 +112,20 @@ class ModelSpec:
 
     def build_estimator(self) -> Any:
         return self.estimator_class(**self.params)
+
+    def with_params(self, params: Mapping[str, Any]) -> ModelSpec:
+        """The same model trained with another parameter set (an adopted tuning result)."""
+        return replace(self, params=dict(params))
+
+    @property
+    def params_id(self) -> str:
+        """Names one parameter set: what ml_model_results records beside each version."""
+        return params_id(self.params)
+
+
+def params_id(params: Mapping[str, Any]) -> str:
+    payload = json.dumps(dict(sorted(params.items())), sort_keys=True, default=str)
+    return hashlib.sha256(payload.encode()).hexdigest()[:12]
 
 
 MODEL_SPECS: tuple[ModelSpec, ...] = (
