@@ -49,14 +49,18 @@ def definitions_with_edited_direction_model() -> Definitions:
 
 
 @contextmanager
-def graphql(instance: DagsterInstance, loader: str) -> Iterator:
-    origin = LoadableTargetOrigin(module_name=__name__, attribute=loader)
+def graphql(instance: DagsterInstance, loader: str, module: str = __name__) -> Iterator:
+    origin = LoadableTargetOrigin(module_name=module, attribute=loader)
     with in_process_test_workspace(instance, origin) as context:
         yield context
 
 
-def asset_nodes(instance: DagsterInstance, loader: str = "current_definitions") -> dict:
-    with graphql(instance, loader) as context:
+def asset_nodes(
+    instance: DagsterInstance, loader: str = "current_definitions", module: str = __name__
+) -> dict:
+    """Every asset node as the UI gets it; ``loader`` names a function of ``module`` that
+    returns the Definitions."""
+    with graphql(instance, loader, module) as context:
         result = execute_dagster_graphql(context, STALENESS_QUERY)
     assert result.errors is None, result.errors
     return {"/".join(node["assetKey"]["path"]): node for node in result.data["assetNodes"]}
@@ -128,6 +132,10 @@ def test_editing_one_models_hyperparameters_makes_that_model_alone_stale(
     unedited = asset_nodes(instance)["direction_predictor"]["opVersion"]
     assert direction["opVersion"] != unedited
     assert unedited == MODEL_SPECS[0].code_version
+
+
+def data_causes(node: dict) -> set[str]:
+    return {"/".join(c["key"]["path"]) for c in node["staleCauses"] if c["category"] == "DATA"}
 
 
 def test_models_carry_a_two_hour_freshness_policy(project: Project, instance) -> None:

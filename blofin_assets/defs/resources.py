@@ -21,6 +21,7 @@ from blofin_assets.market.clock import frozen_or_real_now
 from blofin_assets.market.contract import parse_instruments
 from blofin_assets.market.settings import DEFAULT_MODEL_MAX_AGE_HOURS, MarketSettings
 from blofin_assets.ml.store import ModelStore
+from blofin_assets.ml.tuning import TuningBudget
 from blofin_assets.storage.connection import DuckDBFile
 
 DEFAULTS: dict[str, str] = {
@@ -37,6 +38,11 @@ DEFAULTS: dict[str, str] = {
     "BLOFIN_ON_BAD_ROWS": "reject",
     "BLOFIN_AS_OF": "",
     "BLOFIN_MODEL_MAX_AGE_HOURS": str(DEFAULT_MODEL_MAX_AGE_HOURS),
+    # The tune_models job's budget per model: Optuna trials, and seconds before it stops
+    # starting new ones; each trial is scored on this many purged walk-forward folds.
+    "BLOFIN_TUNING_TRIALS": "20",
+    "BLOFIN_TUNING_TIMEOUT_SECONDS": "120",
+    "BLOFIN_TUNING_FOLDS": "3",
 }
 
 
@@ -119,10 +125,24 @@ class ModelStoreResource(ConfigurableResource):
         return ModelStore(self.models_dir)
 
 
+class TuningSettings(ConfigurableResource):
+    """The tune_models job's budget per model (trials, seconds, walk-forward folds)."""
+
+    trials: int = from_env("BLOFIN_TUNING_TRIALS", int)
+    timeout_seconds: float = from_env("BLOFIN_TUNING_TIMEOUT_SECONDS", float)
+    folds: int = from_env("BLOFIN_TUNING_FOLDS", int)
+
+    def budget(self) -> TuningBudget:
+        return TuningBudget(
+            n_trials=self.trials, timeout_seconds=self.timeout_seconds, n_folds=self.folds
+        )
+
+
 def default_resources() -> dict[str, ConfigurableResource]:
     """Resources as the environment configures them when the definitions are built."""
     return {
         "settings": BlofinSettings(),
         "warehouse": DuckDBWarehouse(),
         "model_store": ModelStoreResource(),
+        "tuning": TuningSettings(),
     }

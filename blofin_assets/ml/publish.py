@@ -109,12 +109,15 @@ def model_metadata(
     horizon: int,
     data_sources: Sequence[str],
     data_until: pd.Timestamp,
+    params_source: str = "default",
 ) -> dict[str, Any]:
     evaluation = trained.evaluation
     return {
         "model_name": trained.spec.name,
         "model_type": trained.spec.model_type,
         "code_version": trained.spec.code_version,
+        "params_id": trained.spec.params_id,
+        "params_source": params_source,
         "trained_at": trained_at.isoformat(),
         "run_id": run_id,
         "status": status,
@@ -176,6 +179,7 @@ def train_and_publish(
     data_sources: Sequence[str] = (),
     trained_at: pd.Timestamp | None = None,
     hash_record: DuckDBFile | None = None,
+    params_source: str = "default",
 ) -> PublishedModel:
     """The whole life of one candidate; no path serves a model that failed an ERROR gate.
 
@@ -183,9 +187,44 @@ def train_and_publish(
     version never saw, which is what makes its later predictions out of sample. With
     ``hash_record``, the files' hashes go into its model_file_hashes table as they are saved,
     before the version is visible or served: what load_model trusts, not metadata.json."""
+    return publish_trained(
+        train_model(spec, frame, horizon=horizon),
+        store=store,
+        horizon=horizon,
+        promoted_skills=promoted_skills,
+        run_id=run_id,
+        data_until=data_until,
+        data_sources=data_sources,
+        trained_at=trained_at,
+        hash_record=hash_record,
+        params_source=params_source,
+    )
+
+
+def publish_trained(
+    trained: TrainedModel,
+    *,
+    store: ModelStore,
+    horizon: int,
+    promoted_skills: Sequence[float],
+    run_id: str,
+    data_until: pd.Timestamp,
+    data_sources: Sequence[str] = (),
+    trained_at: pd.Timestamp | None = None,
+    hash_record: DuckDBFile | None = None,
+    params_source: str = "default",
+    extra_gates: Sequence[Verdict] = (),
+) -> PublishedModel:
+    """Judge a trained candidate, keep it in history, serve it only if no ERROR gate failed
+    (``extra_gates``: a model's own, e.g. the ensemble's bar of its members)."""
+    spec = trained.spec
     trained_at = trained_at or pd.Timestamp.now(tz="UTC")
-    trained = train_model(spec, frame, horizon=horizon)
-    gates = (leakage_gate(trained), regression_gate(trained, promoted_skills), skill_gate(trained))
+    gates = (
+        leakage_gate(trained),
+        regression_gate(trained, promoted_skills),
+        skill_gate(trained),
+        *extra_gates,
+    )
     blocking = [gate for gate in gates if gate.blocks_serving]
     status = REJECTED if blocking else PROMOTED
     reason = (
@@ -204,6 +243,7 @@ def train_and_publish(
         horizon=horizon,
         data_sources=data_sources,
         data_until=data_until,
+        params_source=params_source,
     )
     store.clean_staging(spec.name)
     interrupted = mark_interrupted_promotions(store, spec.name)

@@ -35,6 +35,8 @@ def result_row(metadata: dict[str, Any], model_path: str) -> dict[str, Any]:
         "trained_at": pd.Timestamp(metadata["trained_at"]),
         "run_id": metadata.get("run_id"),
         "code_version": metadata.get("code_version"),
+        "params_id": metadata.get("params_id"),
+        "params_source": metadata.get("params_source"),
         "train_rows": metadata.get("train_rows"),
         "test_rows": metadata.get("test_rows"),
         "feature_count": metadata.get("feature_count"),

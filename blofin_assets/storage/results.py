@@ -112,6 +112,9 @@ RESULTS_COLUMNS: dict[str, str] = {
     "pickle_free_model_sha256": "VARCHAR",
     "pickle_free_scaler_sha256": "VARCHAR",
     "hashes_source": "VARCHAR",
+    # Appended when parameters became data (the <model>_params assets, tune_models job).
+    "params_id": "VARCHAR",
+    "params_source": "VARCHAR",
 }
 HASH_NOTE = "load_model refuses a file whose sha256 differs (storage/model_hashes.py)."
 
@@ -199,6 +202,10 @@ RESULTS_DESCRIPTIONS: dict[str, str] = {
     "trustworthy even if the models directory is not); 'metadata.json' (read from the folder "
     "when the row was recorded: as trustworthy as the folder was until then); 'metadata.json, "
     "backfilled' (a row recorded before these columns: read once from its folder); 'none'.",
+    "params_id": "Id of the parameter set that trained the version (sha256 of its params; the "
+    "set itself is in config.json and, when tuned, in model_params). NULL before it was recorded.",
+    "params_source": "'default' (the spec's own parameters) or 'tuned' (adopted by the "
+    "tune_models job on backtest evidence, table model_params). NULL before it was recorded.",
 }
 
 

@@ -15,6 +15,12 @@ from blofin_assets.storage.sql import described_columns
 from blofin_assets.storage.warehouse import check_clock, check_identity
 
 OWNERS = ["team:quant-ml"]
+TUNING_GROUP = "tuning"  # the <model>_params assets: the tune_models job, never the hourly one
+
+
+def params_asset_name(model_name: str) -> str:
+    """The asset holding a model's parameter set in force (assets/params.py)."""
+    return f"{model_name}_params"
 
 
 def derived_table_metadata(refresh: Refresh, table: str, db_path: str) -> dict[str, Any]:

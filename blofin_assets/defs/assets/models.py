@@ -21,7 +21,7 @@ from dagster import (
 
 from blofin_assets.defs.assets.candles import candles
 from blofin_assets.defs.assets.features import features
-from blofin_assets.defs.assets.metadata import OWNERS, provenance
+from blofin_assets.defs.assets.metadata import OWNERS, params_asset_name, provenance
 from blofin_assets.defs.assets.targets import targets
 from blofin_assets.defs.resources import BlofinSettings, DuckDBWarehouse, ModelStoreResource
 from blofin_assets.defs.verdicts import check_result
@@ -35,6 +35,7 @@ from blofin_assets.ml.training import training_columns
 from blofin_assets.storage.candles import candle_sources, newest_candle_ts
 from blofin_assets.storage.results import promoted_skills
 from blofin_assets.storage.training_rows import read_training_frame
+from blofin_assets.storage.tuning import params_in_force
 from blofin_assets.storage.warehouse import check_clock
 
 # Dagster calls these checks non-blocking: a failure never stops the steps after this one (the
@@ -84,6 +85,8 @@ def materialization_metadata(published: PublishedModel) -> dict[str, object]:
         "feature_importances": MetadataValue.md(importance_markdown(trained.feature_importances)),
         "feature_importance_chart": MetadataValue.md(importance_chart_markdown(published)),
         "model_type": trained.spec.model_type,
+        "params_id": meta.get("params_id", "unknown"),
+        "params_source": meta.get("params_source", "unknown"),
         "model_path": MetadataValue.path(str(published.version_dir / "model.pkl")),
         "train_seconds": MetadataValue.float(round(trained.train_seconds, 2)),
     }
@@ -110,12 +113,30 @@ def log_outcome(context: AssetExecutionContext, published: PublishedModel) -> No
         )
 
 
+def model_result(
+    context: AssetExecutionContext, published: PublishedModel, sources: list[str]
+) -> MaterializeResult:
+    """What every model asset returns: the page's metadata, its gates as checks, and the
+    version as the data version (a new version makes everything downstream Unsynced)."""
+    log_outcome(context, published)
+    name = published.trained.spec.name
+    return MaterializeResult(
+        metadata={**materialization_metadata(published), **provenance(sources)},
+        check_results=[
+            check_result(gate, check_name=gate.check_name, asset=name, log=context.log)
+            for gate in published.gates
+        ],
+        data_version=DataVersion(published.version),
+    )
+
+
 def build_model_asset(spec: ModelSpec) -> AssetsDefinition:
     @asset(
         name=spec.name,
         # candles too: new bars make a model Unsynced at once, not only after features and
-        # targets are rebuilt (Dagster's staleness follows direct parents' data versions).
-        deps=[candles, features, targets],
+        # targets are rebuilt (Dagster's staleness follows direct parents' data versions);
+        # and its parameter set, so an adoption by the tune_models job makes it Unsynced.
+        deps=[candles, features, targets, params_asset_name(spec.name)],
         group_name="models",
         description=spec.description,
         kinds={spec.kind, "scikit-learn"} if spec.kind != "sklearn" else {"scikit-learn"},
@@ -143,8 +164,9 @@ def build_model_asset(spec: ModelSpec) -> AssetsDefinition:
                 con, spec.name, target_definition(spec, settings.horizon), REGRESSION_HISTORY
             )
             sources = candle_sources(con)
+            in_force = params_in_force(con, spec)
         published = train_and_publish(
-            spec,
+            spec.with_params(in_force.params),
             frame,
             store=model_store.store(),
             horizon=settings.horizon,
@@ -153,15 +175,8 @@ def build_model_asset(spec: ModelSpec) -> AssetsDefinition:
             data_sources=sources,
             data_until=data_until,
             hash_record=warehouse.file(),
+            params_source=in_force.source,
         )
-        log_outcome(context, published)
-        return MaterializeResult(
-            metadata={**materialization_metadata(published), **provenance(sources)},
-            check_results=[
-                check_result(gate, check_name=gate.check_name, asset=spec.name, log=context.log)
-                for gate in published.gates
-            ],
-            data_version=DataVersion(published.version),
-        )
+        return model_result(context, published, sources)
 
     return model_asset
