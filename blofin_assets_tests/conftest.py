@@ -86,6 +86,10 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Project:
     monkeypatch.setenv("BLOFIN_LOOKBACK_DAYS", "3")
     monkeypatch.setenv("BLOFIN_TRAINING_DAYS", "3")
     monkeypatch.setenv("BLOFIN_INSTRUMENTS", "BTC-USDT,ETH-USDT,SOL-USDT")
+    # A run of '*' (the UI's Materialize all) tunes too: one trial scores the set in force and
+    # adopts nothing, so such tests pay seconds, not the real budget; tuning tests set their own.
+    monkeypatch.setenv("BLOFIN_TUNING_TRIALS", "1")
+    monkeypatch.setenv("BLOFIN_TUNING_TIMEOUT_SECONDS", "30")
     return Project(tmp_path, db_path, models_dir, monkeypatch)
 
 

@@ -138,8 +138,28 @@ def data_causes(node: dict) -> set[str]:
     return {"/".join(c["key"]["path"]) for c in node["staleCauses"] if c["category"] == "DATA"}
 
 
+def test_a_new_member_version_makes_the_ensemble_unsynced_with_the_member_as_cause(
+    project: Project, instance: DagsterInstance
+) -> None:
+    """The ensemble's arrival downstream of its members: retraining one member (a new version,
+    so a new data version) makes direction_ensemble Unsynced with that member as the cause,
+    and a new ensemble version makes what records and serves it Unsynced in turn."""
+    project.run(instance)
+    nodes = asset_nodes(instance)
+    assert nodes["direction_ensemble"]["staleStatus"] == "FRESH", nodes["direction_ensemble"]
+    project.run(instance, ["direction_predictor"])
+    ensemble = asset_nodes(instance)["direction_ensemble"]
+    assert ensemble["staleStatus"] == "STALE"
+    assert data_causes(ensemble) == {"direction_predictor"}, ensemble["staleCauses"]
+
+    project.run(instance, ["direction_ensemble"])
+    nodes = asset_nodes(instance)
+    assert nodes["direction_ensemble"]["staleStatus"] == "FRESH"
+    assert "direction_ensemble" in data_causes(nodes["ml_model_results"])
+
+
 def test_models_carry_a_two_hour_freshness_policy(project: Project, instance) -> None:
     nodes = asset_nodes(instance)
-    for name in MODEL_NAMES:
+    for name in [*MODEL_NAMES, "direction_ensemble"]:
         policy = nodes[name]["internalFreshnessPolicy"]
         assert policy == {"failWindowSeconds": 7200, "warnWindowSeconds": None}, name

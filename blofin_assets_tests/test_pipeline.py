@@ -17,6 +17,7 @@ from blofin_assets.storage.fingerprints import RECORDED
 from blofin_assets_tests.conftest import Project
 
 MODEL_NAMES = [spec.name for spec in MODEL_SPECS]
+ENSEMBLE = "direction_ensemble"  # the sixth model, stacked on the five (ml/ensemble.py)
 SEED_QUERY = "SELECT id, model_name, train_accuracy FROM ml_model_results ORDER BY id DESC LIMIT 5"
 
 
@@ -38,7 +39,7 @@ def test_materialize_all_builds_every_table_and_model(project: Project, instance
     tables = {row[0] for row in project.query("SELECT table_name FROM information_schema.tables")}
     assert {"candles", "features", "targets", "ml_model_results"} <= tables
     # Synthetic data is labelled on every materialization it flows into, and in model files.
-    for asset in ["candles", "features", "targets", *MODEL_NAMES, "model_predictions"]:
+    for asset in ["candles", "features", "targets", *MODEL_NAMES, ENSEMBLE, "model_predictions"]:
         assert materialization(result, asset)["synthetic"].value is True, asset
         assert materialization(result, asset)["data_label"].value == "SYNTHETIC demo market"
     # Candle fingerprints come from the insert's record, not from re-hashing every candle.
@@ -52,12 +53,13 @@ def test_materialize_all_builds_every_table_and_model(project: Project, instance
         "SELECT model_name, status, train_accuracy, test_accuracy, r2, mae, primary_value, "
         "baseline_value, skill, feature_count FROM ml_model_results ORDER BY model_name"
     )
-    assert [row[0] for row in rows] == sorted(MODEL_NAMES)
+    assert [row[0] for row in rows] == sorted([*MODEL_NAMES, ENSEMBLE])
     for name, status, train_acc, test_acc, r2, mae, primary, baseline, skill, n_features in rows:
-        assert status == "promoted", name
+        # The ensemble is served only when it beats its members; on the demo it does not.
+        assert status == ("rejected" if name == ENSEMBLE else "promoted"), name
         assert primary is not None and baseline is not None and skill is not None
         assert n_features >= 15
-        if name in ("direction_predictor", "momentum_classifier"):
+        if name in ("direction_predictor", "momentum_classifier", ENSEMBLE):
             assert train_acc is not None and test_acc is not None and r2 is None and mae is None
         else:  # a metric that does not apply is NULL, never 0
             assert train_acc is None and test_acc is None and r2 is not None and mae is not None
@@ -107,12 +109,12 @@ def test_model_materializations_carry_metrics_baselines_and_importances(
     assert "| feature | importance |" in volatility["feature_importances"].value  # SVR too
 
 
-def test_rerun_adds_exactly_five_results_and_no_candles(project: Project, instance) -> None:
+def test_rerun_adds_exactly_six_results_and_no_candles(project: Project, instance) -> None:
     project.run(instance)
     first = project.query(SEED_QUERY)
     project.run(instance)
     assert project.query("SELECT count(*) FROM candles")[0][0] == 3 * 3 * 1440
-    assert project.query("SELECT count(*) FROM ml_model_results")[0][0] == 10
+    assert project.query("SELECT count(*) FROM ml_model_results")[0][0] == 12
     assert (
         project.query(
             "SELECT count(*) FROM (SELECT model_name, version FROM ml_model_results "
@@ -121,11 +123,12 @@ def test_rerun_adds_exactly_five_results_and_no_candles(project: Project, instan
         == 0
     )
     latest = project.query(SEED_QUERY)  # the seed's query, verbatim
-    assert [row[0] for row in latest] == [10, 9, 8, 7, 6]
-    assert {row[1] for row in latest} == set(MODEL_NAMES)
-    assert [row[0] for row in first] == [5, 4, 3, 2, 1]
+    # The seed's five newest rows: the ensemble trains last, so it is among them.
+    assert [row[0] for row in latest] == [12, 11, 10, 9, 8]
+    assert latest[0][1] == ENSEMBLE and len({row[1] for row in latest}) == 5
+    assert [row[0] for row in first] == [6, 5, 4, 3, 2]
     # Every version stays on disk; the newest promoted one is served.
-    for name in MODEL_NAMES:
+    for name in [*MODEL_NAMES, ENSEMBLE]:
         assert len(list((project.models_dir / f"model_{name}" / "history").iterdir())) == 2
 
 
@@ -202,17 +205,24 @@ def test_asset_graph_shape(project: Project) -> None:
     graph = project.defs().resolve_asset_graph()
     keys = {key.to_user_string() for key in graph.get_all_asset_keys()}
     assert keys == {
-        "candles", "features", "targets", *MODEL_NAMES, "ml_model_results", "model_predictions",
-        "prediction_outcomes", "forward_performance",
+        "candles", "features", "targets", *MODEL_NAMES, ENSEMBLE, "ml_model_results",
+        "model_predictions", "prediction_outcomes", "forward_performance",
+        *(f"{name}_params" for name in MODEL_NAMES),
     }  # fmt: skip
     for name in MODEL_NAMES:
         node = graph.get(AssetKey(name))
-        assert {p.to_user_string() for p in node.parent_keys} == {"candles", "features", "targets"}
+        assert {p.to_user_string() for p in node.parent_keys} == {
+            "candles", "features", "targets", f"{name}_params"
+        }  # fmt: skip
         assert node.group_name == "models" and node.owners and node.kinds
         assert node.code_version == next(s.code_version for s in MODEL_SPECS if s.name == name)
-    assert {p.to_user_string() for p in graph.get(AssetKey("ml_model_results")).parent_keys} == set(
-        MODEL_NAMES
-    )
+    assert {p.to_user_string() for p in graph.get(AssetKey("ml_model_results")).parent_keys} == {
+        *MODEL_NAMES, ENSEMBLE
+    }  # fmt: skip
+    ensemble = graph.get(AssetKey(ENSEMBLE))
+    assert {p.to_user_string() for p in ensemble.parent_keys} == {
+        "candles", "features", "targets", *MODEL_NAMES
+    }  # fmt: skip
     outcomes = graph.get(AssetKey("prediction_outcomes"))
     assert {p.to_user_string() for p in outcomes.parent_keys} == {
         "ml_model_results", "features", "targets"

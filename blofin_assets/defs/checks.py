@@ -156,6 +156,19 @@ def build_served_model_check(model_name: str) -> AssetChecksDefinition:
         warehouse: DuckDBWarehouse,
     ) -> AssetCheckResult:
         store = model_store.store()
+        if store.served_version(model_name) is None and store.version_names(model_name):
+            # Every version failed an ERROR gate (its own checks say so): nothing is served,
+            # so no served file can be damaged. The ensemble's normal state until it is better.
+            return asset_check_result(
+                context,
+                Verdict(
+                    "served_files_intact",
+                    True,
+                    "ERROR",
+                    "no version served yet: every version so far failed an ERROR gate",
+                    {"served_version": "none", "problems": []},
+                ),
+            )
         problems = store.verify_served(model_name) + served_record_problems(
             store, model_name, warehouse.path, warehouse.lock_wait_seconds
         )

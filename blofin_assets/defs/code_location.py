@@ -5,6 +5,7 @@ from collections.abc import Sequence
 from dagster import Definitions
 
 from blofin_assets.defs.assets.candles import candles
+from blofin_assets.defs.assets.ensemble import build_ensemble_asset
 from blofin_assets.defs.assets.features import features
 from blofin_assets.defs.assets.forward_performance import (
     build_forward_performance_asset,
@@ -25,6 +26,7 @@ from blofin_assets.defs.jobs import hourly_training_job, tune_models_job
 from blofin_assets.defs.resources import default_resources
 from blofin_assets.defs.schedules import hourly_training_schedule, tune_models_schedule
 from blofin_assets.defs.sensors import ALERT_SENSORS
+from blofin_assets.ml.ensemble import ENSEMBLE_SPEC
 from blofin_assets.ml.specs import MODEL_SPECS, ModelSpec
 
 
@@ -32,7 +34,12 @@ def build_definitions(specs: Sequence[ModelSpec] = MODEL_SPECS) -> Definitions:
     """Built from the environment and the spec table at load time; tests set BLOFIN_* (or pass
     edited specs) and call this. The ensemble joins when all its members are in ``specs``."""
     model_assets = [build_model_asset(spec) for spec in specs]
+    members = list(ENSEMBLE_SPEC.params["members"])
+    by_name = {a.key.to_user_string(): a for a in model_assets}
     served = list(specs)
+    if all(name in by_name for name in members):
+        model_assets.append(build_ensemble_asset([by_name[name] for name in members]))
+        served.append(ENSEMBLE_SPEC)
     names = [spec.name for spec in served]
     results = build_results_asset(model_assets)
     predictions = build_predictions_asset(results, names)

@@ -41,7 +41,7 @@ DEFAULTS: dict[str, str] = {
     # The tune_models job's budget per model: Optuna trials, and seconds before it stops
     # starting new ones; each trial is scored on this many purged walk-forward folds.
     "BLOFIN_TUNING_TRIALS": "20",
-    "BLOFIN_TUNING_TIMEOUT_SECONDS": "120",
+    "BLOFIN_TUNING_TIMEOUT_SECONDS": "60",
     "BLOFIN_TUNING_FOLDS": "3",
 }
 

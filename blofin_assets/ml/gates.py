@@ -72,11 +72,13 @@ def skill_gate(model: TrainedModel) -> Verdict:
         verdict = "is not shown to beat (skill within noise)"
     else:
         verdict = "does not beat"
+    # The ensemble's bar includes its members' own calls (ml/ensemble.py names them member_*).
+    bar = "rule or member" if evaluation.baseline_name.startswith("member_") else "naive rule"
     return Verdict(
         "beats_baseline",
         beats,
         "WARN",
-        f"{model.spec.name} {verdict} the strongest naive rule on the test rows "
+        f"{model.spec.name} {verdict} the strongest {bar} on the test rows "
         f"({evaluation.baseline_name}): {evaluation.primary_metric} "
         f"{evaluation.primary_value:.6g} vs {evaluation.baseline_value:.6g}, skill "
         f"{evaluation.skill:+.4f}, one-sided p = {p_value:.3g} (Diebold-Mariano, HAC)",

@@ -36,6 +36,17 @@ TRUSTED_TYPES: Mapping[str, tuple[str, ...]] = {
     ),
     "RandomForestClassifier": ("sklearn.tree._tree.Tree",),
     "MLPRegressor": ("sklearn.neural_network._stochastic_optimizers.AdamOptimizer",),
+    # The stacked direction model holds its five members whole: their types, XGBoost's
+    # classifier and booster (a Booster is rebuilt from its own serialised buffer, as the UBJ
+    # copy is), and the stacking class itself (restored by attribute, no code of its own runs).
+    "StackedDirection": (
+        "blofin_assets.ml.stacking.StackedDirection",
+        "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
+        "sklearn.neural_network._stochastic_optimizers.AdamOptimizer",
+        "sklearn.tree._tree.Tree",
+        "xgboost.core.Booster",
+        "xgboost.sklearn.XGBClassifier",
+    ),
 }
 
 

@@ -68,9 +68,15 @@ def build_predictions_asset(
         with warehouse.connect(read_only=True) as con:
             latest = latest_feature_rows(con)
             sources = candle_sources(con)
+        store = model_store.store()
+        # A model none of whose versions passed its ERROR gates has nothing to serve (the
+        # ensemble until it beats its members): said here and in the log, never an error.
+        unserved = [name for name in model_names if store.served_version(name) is None]
+        for name in unserved:
+            context.log.warning(f"{name}: no version is served, so it predicts nothing")
         scored = score_latest(
             latest,
-            model_names,
+            [name for name in model_names if name not in unserved],
             model_store.models_dir,
             now=settings.now(),
             max_age_hours=settings.model_max_age_hours,
@@ -92,6 +98,7 @@ def build_predictions_asset(
                 "dagster/table_name": "main.model_predictions",
                 "dagster/column_schema": MetadataValue.table_schema(schema),
                 "bar_ts": str(latest["ts"].max()),
+                "unserved_models": ", ".join(unserved) or "none",
                 **flags,
                 **provenance(sources),
                 "latest": MetadataValue.md(prediction_preview(scored).to_markdown()),
