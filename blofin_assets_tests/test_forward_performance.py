@@ -331,7 +331,9 @@ def test_forward_performance_in_dagster_reports_its_figures_and_checks(
     assert "direction_rule_live_net_return_24h" in keys and "always_long_live_net_return_7d" in keys
     assert keys.index("direction_rule_live_net_return_24h") < keys.index("performance")
     assert metadata["equity_curves"].value.startswith("![equity curves](data:image/png;base64,")
-    assert metadata["dagster/row_count"].value == len(MODEL_SPECS) * 3
+    # Three windows live for the five and the ensemble, and the ensemble's shadow track.
+    assert metadata["dagster/row_count"].value == (len(MODEL_SPECS) + 1) * 3 + 3
+    assert metadata["direction_ensemble_shadow_n_24h"].value == 0  # no rejected version scored
     evaluations = {e.asset_key.to_user_string(): e for e in result.get_asset_check_evaluations()}
     assert set(evaluations) == {spec.name for spec in MODEL_SPECS}
     assert evaluations["direction_predictor"].passed

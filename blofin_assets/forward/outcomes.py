@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from blofin_assets.market.clock import as_utc
+from blofin_assets.ml.ensemble import MEMBER_RULE_PREFIX, member_calls
 from blofin_assets.serving.model import ServedModel
 from blofin_assets.storage.outcomes import MODES, OUTCOME_COLUMNS
 
@@ -51,6 +52,8 @@ def baseline_forecast(model: ServedModel, rows: pd.DataFrame) -> tuple[str, np.n
         return name, rows[name].to_numpy(dtype="float64")
     if name == "coin_flip":
         return name, np.full(n, COIN_FLIP_PROBABILITY)
+    if name.startswith(MEMBER_RULE_PREFIX):
+        return name, member_call(model, rows, name.removeprefix(MEMBER_RULE_PREFIX))
     if name not in constants:
         raise ValueError(
             f"{model.name}/{model.version}: baseline {name!r} is neither a column of the rows "
@@ -61,6 +64,21 @@ def baseline_forecast(model: ServedModel, rows: pd.DataFrame) -> tuple[str, np.n
         # The mean was learned in the estimator's space: a log return from the bar's close.
         return name, rows["close"].to_numpy(dtype="float64") * np.exp(constant)
     return name, np.full(n, constant)
+
+
+def member_call(model: ServedModel, rows: pd.DataFrame, member: str) -> np.ndarray:
+    """A stacked version's member's own direction call, the rule it was judged against
+    (ml/ensemble.py member_calls), from the member fitted inside the version."""
+    estimator = model.estimator
+    x = model.scaler.transform(rows[model.features].to_numpy(dtype="float64"))
+    calls = member_calls(estimator, estimator.meta_features(x))
+    name = f"{MEMBER_RULE_PREFIX}{member}"
+    if name not in calls:
+        raise ValueError(
+            f"{model.name}/{model.version}: baseline {name} names no member direction call "
+            f"among its estimator's outputs {list(getattr(estimator, 'meta_features_', ()))}"
+        )
+    return calls[name][0].astype("float64")
 
 
 def check_out_of_sample(model: ServedModel, ts: pd.Series, data_until: pd.Timestamp) -> None:

@@ -5,6 +5,9 @@ skill, the overlap-aware Diebold-Mariano test), now measured on bars no version 
 was trained, over the last 24 hours, the last 7 days and everything, where each window ends at
 the newest outcome of its mode. Backtest outcomes are kept apart by variant (trained on the
 training block, or refitted on the whole window), because both variants score the same bars.
+The shadow record (mode 'shadow', variant 'rejected': versions that were not served, e.g. the
+ensemble while it does not beat its members) gets the same windows, ending at its own newest
+outcome, so its figures stand beside the served models' live ones and are never mixed in.
 
 One row per bar and instrument: should two versions have scored one bar, the one with the
 newer ``data_until`` counts (the version that was serving then), so no bar is counted twice.
@@ -33,6 +36,8 @@ WINDOWS: dict[str, pd.Timedelta | None] = {
     "all": None,
 }
 LIVE_VARIANT = "served"
+SHADOW_MODE = "shadow"
+SHADOW_VARIANT = "rejected"  # the shadow record scores versions that were not served
 # The coin flip has no point forecast: its loss on accuracy is its expectation, one half.
 KEY = ["model_name", "mode", "variant", "inst_id", "ts"]
 
@@ -42,8 +47,8 @@ VersionKey = tuple[str, str]  # (model_name, model_version)
 @dataclass(frozen=True)
 class WindowPerformance:
     model_name: str
-    mode: str  # 'live' or 'backtest'
-    variant: str  # 'served' (live), 'train-block' or 'refit' (backtest)
+    mode: str  # 'live', 'backtest' or 'shadow'
+    variant: str  # 'served' (live), 'train-block' or 'refit' (backtest), 'rejected' (shadow)
     window: str  # a key of WINDOWS
     window_start: pd.Timestamp | None  # exclusive: rows with ts > start
     window_end: pd.Timestamp | None
@@ -79,6 +84,8 @@ class WindowPerformance:
 def variant_of(mode: str, model_version: str) -> str:
     if mode == "live":
         return LIVE_VARIANT
+    if mode == SHADOW_MODE:
+        return SHADOW_VARIANT
     return "refit" if model_version.startswith("backtest-refit") else "train-block"
 
 
@@ -225,19 +232,27 @@ def assess(
     base_rates: Mapping[VersionKey, float] | None = None,
     promotion_skills: Mapping[VersionKey, float] | None = None,
     windows: Mapping[str, pd.Timedelta | None] = WINDOWS,
+    shadow_models: Sequence[str] = (),
 ) -> list[WindowPerformance]:
     """Every model's figures per (mode, variant) and window; live is always reported, with
-    n = 0 while it has no outcomes, so its figures exist (as NaN) from the first run.
+    n = 0 while it has no outcomes, so its figures exist (as NaN) from the first run. The
+    shadow track likewise for ``shadow_models``, and only for the models it is kept for (or
+    that have shadow rows): the others never have one.
 
     ``base_rates``: each direction version's training share of ups (its naive_constants);
     ``promotion_skills``: each version's ml_model_results.skill."""
     rows = scored_rows(outcomes)
     tracks = {("live", LIVE_VARIANT)} | set(zip(rows["mode"], rows["variant"], strict=True))
+    if shadow_models:
+        tracks.add((SHADOW_MODE, SHADOW_VARIANT))
     results = []
     for mode, variant in sorted(tracks, key=lambda track: (track[0] != "live", track)):
         track = rows[(rows["mode"] == mode) & (rows["variant"] == variant)]
         end = track["ts"].max() if len(track) else None
+        shadowed = set(shadow_models) | set(track["model_name"])
         for spec in specs:
+            if mode == SHADOW_MODE and spec.name not in shadowed:
+                continue
             mine = track[track["model_name"] == spec.name]
             for window, span in windows.items():
                 results.append(

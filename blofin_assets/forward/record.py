@@ -83,9 +83,11 @@ def forward_record(
     base_rates: Mapping[VersionKey, float] | None = None,
     promotion_skills: Mapping[VersionKey, float] | None = None,
     windows: Mapping[str, pd.Timedelta | None] = WINDOWS,
+    shadow_models: Sequence[str] = (),
 ) -> ForwardRecord:
-    """Every model's figures per mode, variant and window; for direction_predictor also the
-    trading rule beside always-long and always-flat on the same rows."""
+    """Every model's figures per mode, variant and window (the shadow track always for
+    ``shadow_models``); for direction_predictor also the trading rule beside always-long and
+    always-flat on the same rows."""
     rule = rule or TradingRule()
     performances = assess(
         outcomes,
@@ -93,6 +95,7 @@ def forward_record(
         base_rates=base_rates,
         promotion_skills=promotion_skills,
         windows=windows,
+        shadow_models=shadow_models,
     )
     rows = scored_rows(outcomes)
     trading = {

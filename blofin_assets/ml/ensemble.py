@@ -206,25 +206,36 @@ def walk_forward_blocks(
         ) from error
 
 
-def member_rules(
-    estimator: StackedDirection, meta: np.ndarray, y: np.ndarray
-) -> dict[str, NaiveRule]:
-    """Each member's own direction call on the same rows, named member_<name>: a binary
-    classifier's P(up) > 0.5 (scored as a probability too), a return model's sign."""
-    rules = {}
+def member_calls(
+    estimator: StackedDirection, meta: np.ndarray
+) -> dict[str, tuple[np.ndarray, np.ndarray | None]]:
+    """Each member's own direction call, named member_<name>: a binary classifier's
+    P(up) > 0.5 (with that probability), a return model's sign (no probability). The one rule
+    the ensemble is judged against, here and in the forward record."""
+    calls: dict[str, tuple[np.ndarray, np.ndarray | None]] = {}
     for column, name in enumerate(estimator.meta_features_):
         _, member, output = name.split(":")
         if output == "p_up":
-            predicted = (meta[:, column] > 0.5).astype("int64")
-            metrics = classification_metrics(y, predicted) | probability_metrics(y, meta[:, column])
+            calls[f"{MEMBER_RULE_PREFIX}{member}"] = (
+                (meta[:, column] > 0.5).astype("int64"),
+                meta[:, column],
+            )
         elif output == "log_return":
-            predicted = (meta[:, column] > 0).astype("int64")
-            metrics = classification_metrics(y, predicted)
-        else:
-            continue
-        rules[f"{MEMBER_RULE_PREFIX}{member}"] = NaiveRule(
-            metrics, row_losses("accuracy", y, predicted)
-        )
+            calls[f"{MEMBER_RULE_PREFIX}{member}"] = ((meta[:, column] > 0).astype("int64"), None)
+    return calls
+
+
+def member_rules(
+    estimator: StackedDirection, meta: np.ndarray, y: np.ndarray
+) -> dict[str, NaiveRule]:
+    """Each member's own direction call on the same rows, scored as a rule (a probability
+    too, where it has one)."""
+    rules = {}
+    for name, (predicted, probability) in member_calls(estimator, meta).items():
+        metrics = classification_metrics(y, predicted)
+        if probability is not None:
+            metrics |= probability_metrics(y, probability)
+        rules[name] = NaiveRule(metrics, row_losses("accuracy", y, predicted))
     return rules
 
 

@@ -34,8 +34,11 @@ STRATEGY_FIGURES = {
 FORWARD_COLUMNS: dict[str, str] = {
     "computed_at": "TIMESTAMPTZ NOT NULL",
     "model_name": "VARCHAR NOT NULL",
-    "mode": "VARCHAR NOT NULL",  # 'live' or 'backtest'
-    "variant": "VARCHAR NOT NULL",  # 'served', or the backtest's 'train-block' / 'refit'
+    # 'live' (served versions), 'backtest', or 'shadow': versions NOT served (rejected),
+    # scored on the bars they would have answered for; never what was served
+    "mode": "VARCHAR NOT NULL",
+    # 'served' (live), the backtest's 'train-block' / 'refit', 'rejected' (shadow)
+    "variant": "VARCHAR NOT NULL",
     "window": "VARCHAR NOT NULL",  # '24h', '7d', 'all'
     "window_start": "TIMESTAMPTZ",  # exclusive; NULL for 'all'
     "window_end": "TIMESTAMPTZ",  # the newest outcome of the mode and variant

@@ -1,5 +1,10 @@
 """prediction_outcomes: every served (or backtested) prediction, scored once its horizon closed.
 
+``mode`` says whose prediction a row is: 'live', a served version on the bars it answered for;
+'backtest', a walk-forward retrain; 'shadow', a version that was NOT served (rejected at its
+gates) scored on the bars it would have answered for, kept apart so it is never mistaken for
+what was served. A file from before 'shadow' existed is rebuilt once with the wider CHECK.
+
 One row per (inst_id, ts, model_name, model_version, mode): the bar a version predicted, what
 it predicted, what happened (``realized``, the label exactly as ``targets`` computes it) and
 what the naive rule it was judged against said (``baseline``). Append-only and idempotent: an
@@ -15,14 +20,18 @@ from blofin_assets.storage.connection import insert_new_rows, query_frame, trans
 from blofin_assets.storage.sql import table_columns, table_exists
 
 OUTCOMES_TABLE = "prediction_outcomes"
-MODES = ("live", "backtest")
-OUTCOMES_DDL = f"""
-CREATE TABLE IF NOT EXISTS {OUTCOMES_TABLE} (
+MODES = ("live", "backtest", "shadow")
+MODE_CHECK = "CHECK (mode IN (" + ", ".join(f"'{mode}'" for mode in MODES) + "))"
+OUTCOMES_SCHEMA = """
+CREATE TABLE IF NOT EXISTS {table} (
     inst_id VARCHAR NOT NULL,
     ts TIMESTAMPTZ NOT NULL,            -- the bar predicted (its features are of bars <= ts)
     model_name VARCHAR NOT NULL,
     model_version VARCHAR NOT NULL,     -- backtest versions: 'backtest-<retrain time>'
-    mode VARCHAR NOT NULL,              -- 'live' or 'backtest'
+    mode VARCHAR NOT NULL,              -- 'live': a served version's prediction; 'backtest':
+                                        -- a walk-forward retrain's; 'shadow': a version NOT
+                                        -- served (rejected), scored on the bars it would have
+                                        -- answered for; never what was served
     horizon INTEGER NOT NULL,
     prediction DOUBLE NOT NULL,         -- in target units (direction: the class 0/1)
     probability DOUBLE,                 -- direction: the predicted probability of up
@@ -37,10 +46,11 @@ CREATE TABLE IF NOT EXISTS {OUTCOMES_TABLE} (
                                         -- unknown (no reference, or stored before the flag)
     outlier_score DOUBLE,               -- distance to its training rows (ml/reference.py)
     PRIMARY KEY (inst_id, ts, model_name, model_version, mode),
-    CHECK (mode IN ('live', 'backtest')),
+    {mode_check},
     CHECK (ts > data_until)
 )
 """
+OUTCOMES_DDL = OUTCOMES_SCHEMA.format(table=OUTCOMES_TABLE, mode_check=MODE_CHECK)
 OUTCOME_COLUMNS = [
     "inst_id", "ts", "model_name", "model_version", "mode", "horizon", "prediction",
     "probability", "realized", "baseline", "baseline_name", "close", "realized_return",
@@ -63,7 +73,34 @@ def ensure_outcomes_table(con: duckdb.DuckDBPyConnection) -> list[str]:
             con.execute(
                 f"ALTER TABLE {OUTCOMES_TABLE} ADD COLUMN {column} {APPENDED_COLUMNS[column]}"
             )
+        if narrower_mode_check(con):
+            widen_mode_check(con)
     return added
+
+
+def narrower_mode_check(con: duckdb.DuckDBPyConnection) -> bool:
+    """Whether the stored table's CHECK on mode predates a mode of MODES (e.g. 'shadow')."""
+    checks = [
+        row[0]
+        for row in con.execute(
+            "SELECT expression FROM duckdb_constraints() WHERE database_name = current_database()"
+            " AND schema_name = 'main' AND table_name = ? AND constraint_type = 'CHECK'",
+            [OUTCOMES_TABLE],
+        ).fetchall()
+    ]
+    on_mode = [text for text in checks if text and "mode" in text]
+    return any(f"'{mode}'" not in text for text in on_mode for mode in MODES)
+
+
+def widen_mode_check(con: duckdb.DuckDBPyConnection) -> None:
+    """Rebuild the table under the current DDL, every row kept (DuckDB cannot alter a CHECK);
+    inside the caller's transaction, so a failure leaves the old table as it was."""
+    staging = f"{OUTCOMES_TABLE}_rebuilt"
+    columns = ", ".join(OUTCOME_COLUMNS)
+    con.execute(OUTCOMES_SCHEMA.format(table=staging, mode_check=MODE_CHECK))
+    con.execute(f"INSERT INTO {staging} ({columns}) SELECT {columns} FROM {OUTCOMES_TABLE}")
+    con.execute(f"DROP TABLE {OUTCOMES_TABLE}")
+    con.execute(f"ALTER TABLE {staging} RENAME TO {OUTCOMES_TABLE}")
 
 
 def append_outcomes(con: duckdb.DuckDBPyConnection, frame: pd.DataFrame) -> int:

@@ -4,9 +4,13 @@ The asset reads prediction_outcomes, computes every model's window figures and d
 trading rule (forward/record.py), appends them to main.forward_performance and reports the
 few figures that matter first, as numbers the UI plots over time: each model's live skill
 over 24 h and 7 d with its count and p-value, and the rule's net return beside always-long.
-Tables and the equity-curve picture follow.
+Tables and the equity-curve picture follow. The shadow record (mode 'shadow': the ensemble's
+rejected versions, never served) gets the same windows and its own headline figures
+(``<model>_shadow_skill_24h``...), beside the members' live ones.
 
-``live_skill`` is an asset check on each *model* asset, not on this one: it is a verdict on
+``live_skill`` judges only mode 'live' rows (forward/live_skill.py): a shadow record says
+what an unserved version would have done, never how a served one does. It is an asset check
+on each *model* asset, not on this one: it is a verdict on
 the model, so it sits beside that model's gates (leakage_alarm, metric_regression,
 beats_baseline) on the model's page and in its health, where a person deciding whether to act
 on the model looks, under the same name for every model. It reads this asset's newest rows
@@ -40,7 +44,9 @@ from pydantic import Field
 from blofin_assets.defs.assets.metadata import OWNERS
 from blofin_assets.defs.resources import BlofinSettings, DuckDBWarehouse, ModelStoreResource
 from blofin_assets.defs.verdicts import check_result
+from blofin_assets.forward.live import SHADOW_MODELS
 from blofin_assets.forward.live_skill import live_skill
+from blofin_assets.forward.performance import SHADOW_MODE, SHADOW_VARIANT
 from blofin_assets.forward.record import DIRECTION_MODEL, ForwardRecord, forward_record
 from blofin_assets.forward.trading import (
     DEFAULT_MARGIN,
@@ -83,10 +89,11 @@ class ForwardPerformanceConfig(Config):
 def training_base_rates(
     store: ModelStore, versions: set[tuple[str, str]]
 ) -> dict[tuple[str, str], float]:
-    """Each direction version's training share of ups, from its metadata.json when at hand."""
+    """Each direction (or ensemble) version's training share of ups, from its metadata.json
+    when at hand: the models whose outcomes carry a probability of up."""
     rates = {}
     for name, version in versions:
-        if name != DIRECTION_MODEL:
+        if name not in (DIRECTION_MODEL, *SHADOW_MODELS):
             continue
         try:
             constants = store.read_metadata(name, version).get("naive_constants") or {}
@@ -139,15 +146,30 @@ def equity_markdown(record: ForwardRecord) -> str:
     return f"![equity curves](data:image/png;base64,{encoded})"
 
 
-def headline(record: ForwardRecord, names: list[str]) -> dict[str, object]:
-    """The figures that matter, first and numeric, so the UI plots them over time."""
+def track_headline(
+    record: ForwardRecord, name: str, track: tuple[str, str], label: str
+) -> dict[str, object]:
+    """One model's 24 h and 7 d skill, 24 h count and p-value on one (mode, variant)."""
+    day = record.find(name, "24h", *track)
+    week = record.find(name, "7d", *track)
+    return {
+        f"{name}_{label}_skill_24h": MetadataValue.float(day.skill if day else math.nan),
+        f"{name}_{label}_skill_7d": MetadataValue.float(week.skill if week else math.nan),
+        f"{name}_{label}_n_24h": MetadataValue.int(day.n if day else 0),
+        f"{name}_{label}_p_value_24h": MetadataValue.float(day.p_value if day else 1.0),
+    }
+
+
+def headline(
+    record: ForwardRecord, names: list[str], shadowed: list[str] | None = None
+) -> dict[str, object]:
+    """The figures that matter, first and numeric, so the UI plots them over time: live for
+    every model, shadow (never served) for ``shadowed``."""
     metadata: dict[str, object] = {}
     for name in names:
-        day, week = record.find(name, "24h"), record.find(name, "7d")
-        metadata[f"{name}_live_skill_24h"] = MetadataValue.float(day.skill if day else math.nan)
-        metadata[f"{name}_live_skill_7d"] = MetadataValue.float(week.skill if week else math.nan)
-        metadata[f"{name}_live_n_24h"] = MetadataValue.int(day.n if day else 0)
-        metadata[f"{name}_live_p_value_24h"] = MetadataValue.float(day.p_value if day else 1.0)
+        metadata |= track_headline(record, name, ("live", "served"), "live")
+    for name in shadowed or []:
+        metadata |= track_headline(record, name, (SHADOW_MODE, SHADOW_VARIANT), "shadow")
     for window in ("24h", "7d"):
         trading = record.trading.get(("live", "served", window), {})
         for strategy, key in (("rule", "direction_rule"), ("always_long", "always_long")):
@@ -157,7 +179,9 @@ def headline(record: ForwardRecord, names: list[str]) -> dict[str, object]:
     return metadata
 
 
-def materialization_metadata(record: ForwardRecord, names: list[str]) -> dict[str, object]:
+def materialization_metadata(
+    record: ForwardRecord, names: list[str], shadowed: list[str] | None = None
+) -> dict[str, object]:
     frame = record.frame()
     frame["track"] = frame["mode"] + " " + frame["variant"]
     direction = frame[frame["model_name"] == DIRECTION_MODEL]
@@ -170,7 +194,7 @@ def materialization_metadata(record: ForwardRecord, names: list[str]) -> dict[st
     trading += ["rule_gross_return", "rule_hit_rate", "rule_turnover", "rule_max_drawdown"]
     trading += ["long_max_drawdown", "flat_net_return"]
     return {
-        **headline(record, names),
+        **headline(record, names, shadowed),
         "dagster/table_name": f"main.{FORWARD_TABLE}",
         "performance": MetadataValue.md(table(frame, performance)),
         "direction_probability": MetadataValue.md(table(direction, probability)),
@@ -185,6 +209,7 @@ def materialization_metadata(record: ForwardRecord, names: list[str]) -> dict[st
 
 def build_forward_performance_asset(specs: list[ModelSpec]) -> AssetsDefinition:
     names = [spec.name for spec in specs]
+    shadowed = [name for name in names if name in SHADOW_MODELS]
 
     @asset(
         name="forward_performance",
@@ -193,10 +218,12 @@ def build_forward_performance_asset(specs: list[ModelSpec]) -> AssetsDefinition:
         description="Each model on the bars it predicted (main.forward_performance, appended "
         "per run): skill over its baseline per window (24 h, 7 d, all) and mode, the "
         "overlap-aware Diebold-Mariano p-value, direction's log loss, Brier and calibration, "
-        "and its trading rule after fees beside always-long and flat.",
+        "and its trading rule after fees beside always-long and flat. Mode 'shadow' (variant "
+        "'rejected'): the same figures for versions that were NOT served, "
+        f"{', '.join(shadowed) or 'none'}'s, beside the served models' live ones.",
         kinds={"duckdb"},
         owners=OWNERS,
-        code_version="forward-performance-1",
+        code_version="forward-performance-2",
         pool="duckdb_writer",
     )
     def forward_performance(
@@ -217,13 +244,14 @@ def build_forward_performance_asset(specs: list[ModelSpec]) -> AssetsDefinition:
             rule=TradingRule(margin=config.margin, fee_bps=config.fee_bps),
             base_rates=training_base_rates(model_store.store(), versions),
             promotion_skills=promised,
+            shadow_models=shadowed,
         )
         with warehouse.connect() as con:
             added = append_forward_performance(con, record.frame())
             total, newest = forward_size(con)
         return MaterializeResult(
             metadata={
-                **materialization_metadata(record, names),
+                **materialization_metadata(record, names, shadowed),
                 "rows_added": MetadataValue.int(added),
                 "dagster/row_count": MetadataValue.int(total),
             },
