@@ -17,6 +17,7 @@ from dagster import (
 )
 from threadpoolctl import threadpool_limits
 
+from blofin_assets.ml.ensemble import ENSEMBLE_SPEC
 from blofin_assets.ml.specs import MODEL_SPECS
 from blofin_assets_tests.conftest import FROZEN_NOW, Project
 from blofin_assets_tests.fake_blofin import (
@@ -42,6 +43,8 @@ PASS = Fault.timeout(0.0)
 DAY_END = pd.Timestamp("2026-11-20T00:00:00Z")  # file tests: one day of bars before this
 CANDLE_FIELDS = ["inst_id", "ts", "open", "high", "low", "close", "volume"]
 MODEL_NAMES = sorted(spec.name for spec in MODEL_SPECS)
+# Every model a whole-graph run trains and records: the five and the ensemble stacked on them.
+TRAINED_NAMES = sorted([*MODEL_NAMES, ENSEMBLE_SPEC.name])
 
 
 # ---- helpers -------------------------------------------------------------------------------

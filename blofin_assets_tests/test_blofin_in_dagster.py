@@ -29,11 +29,11 @@ from blofin_assets_tests.in_dagster import (
     BAR,
     EMPTY_STATE,
     INSTRUMENTS,
-    MODEL_NAMES,
     NEW_BARS,
     NOW,
     OPEN_BAR,
     PASS,
+    TRAINED_NAMES,
     WINDOW_END,
     assert_never_synthetic,
     assert_same_candles,
@@ -153,12 +153,13 @@ def test_incremental_runs_fetch_only_newer_bars_in_one_request_per_instrument(
 def test_whole_graph_trains_on_fake_blofin_history(
     project: Project, instance: DagsterInstance, blofin: FakeBlofin
 ) -> None:
-    """Three days from fake BloFin are enough for the whole graph: five result rows."""
+    """Three days from fake BloFin are enough for the whole graph: six result rows
+    (the five and the ensemble)."""
     project.set_env(BLOFIN_LOOKBACK_DAYS="3", BLOFIN_TRAINING_DAYS="1")
     result = run(project, instance, graph=True)
     assert result.success
     assert metadata(result)["synthetic"] is False
-    assert [row[0] for row in results_rows(project)] == MODEL_NAMES
+    assert [row[0] for row in results_rows(project)] == TRAINED_NAMES
     assert project.query("SELECT count(*) FROM features")[0][0] > 0
     assert_never_synthetic(project, "blofin")
     assert len(blofin.candle_requests()) == len(INSTRUMENTS) * 3  # 4320 slots / 1440

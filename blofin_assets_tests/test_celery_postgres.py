@@ -208,11 +208,12 @@ def test_hourly_training_through_celery_workers_and_postgres(deployment: Deploym
         ).fetchall()
         tables = con.execute("SELECT table_name FROM information_schema.tables").fetchall()
     assert candles == (3 * 3 * 1440, 3)
-    assert [row[0] for row in results] == MODEL_NAMES
+    # The five and the ensemble, which on this market is kept but not served (its gate).
+    assert [row[0] for row in results] == sorted([*MODEL_NAMES, "direction_ensemble"])
     for name, status, _, primary, baseline, skill in results:
-        assert status == "promoted", name
+        assert status == ("rejected" if name == "direction_ensemble" else "promoted"), name
         assert None not in (primary, baseline, skill), name
-    served = {name: version for name, _, version, *_ in results}
+    served = {name: version for name, status, version, *_ in results if status == "promoted"}
     assert predictions == [(name, served[name], 3) for name in MODEL_NAMES]
     assert {"features", "targets", "prediction_outcomes", "forward_performance"} <= {
         row[0] for row in tables

@@ -20,6 +20,7 @@ from dagster import (
     reconstructable,
 )
 
+from blofin_assets.ml.ensemble import ENSEMBLE_SPEC
 from blofin_assets.ml.specs import MODEL_SPECS
 from blofin_assets_tests.conftest import Project
 
@@ -62,7 +63,9 @@ def test_hourly_training_runs_under_the_multiprocess_executor(project: Project) 
 
     assert len(step_pids) > 1, step_pids
     recorded = project.query("SELECT model_name FROM ml_model_results ORDER BY model_name")
-    assert [row[0] for row in recorded] == sorted(spec.name for spec in MODEL_SPECS)
+    assert [row[0] for row in recorded] == sorted(
+        [*(spec.name for spec in MODEL_SPECS), ENSEMBLE_SPEC.name]
+    )
 
 
 def test_loading_the_code_location_freezes_what_it_imported() -> None:

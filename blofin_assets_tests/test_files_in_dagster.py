@@ -21,7 +21,7 @@ from blofin_assets_tests.in_dagster import (
     DAY_END,
     EMPTY_STATE,
     INSTRUMENTS,
-    MODEL_NAMES,
+    TRAINED_NAMES,
     assert_never_synthetic,
     assert_same_candles,
     failure_text,
@@ -101,14 +101,15 @@ def test_a_clean_file_loads_and_a_rerun_adds_nothing(
 def test_whole_graph_trains_from_a_parquet_file(
     project: Project, instance: DagsterInstance, tmp_path: Path
 ) -> None:
-    """Three days from a Parquet file are enough for the whole graph: five result rows."""
+    """Three days from a Parquet file are enough for the whole graph: six result rows
+    (the five and the ensemble)."""
     history = random_walk_candles(INSTRUMENTS, end=DAY_END, periods=3 * 1440, seed=21)
     use_file(project, write_candles(history, tmp_path / "history.parquet", "parquet"))
     project.set_env(BLOFIN_TRAINING_DAYS="1")
     result = run(project, instance, graph=True)
     assert result.success
     assert metadata(result)["new_rows"] == len(history)
-    assert [row[0] for row in results_rows(project)] == MODEL_NAMES
+    assert [row[0] for row in results_rows(project)] == TRAINED_NAMES
     assert_never_synthetic(project, "file")
 
 

@@ -13,7 +13,9 @@ from threadpoolctl import threadpool_limits
 
 from blofin_assets.defs.resources import BlofinSettings
 from blofin_assets.market.sources.demo import demo_candles
+from blofin_assets.ml.ensemble import ENSEMBLE_SPEC
 from blofin_assets.ml.features import FEATURE_WARMUP_BARS
+from blofin_assets.ml.specs import MODEL_SPECS
 from blofin_assets.ml.tables import feature_table, target_table
 from blofin_assets.quality.tables import training_window_covered
 from blofin_assets.storage.candles import insert_new_candles
@@ -159,7 +161,11 @@ def test_a_window_longer_than_the_history_trains_on_what_exists_and_says_so(
     with threadpool_limits(1):
         result = project.run(instance)
     assert result.success
-    assert len(project.query("SELECT * FROM ml_model_results")) == 5
+    recorded = project.query("SELECT model_name FROM ml_model_results ORDER BY model_name")
+    # One row each: the five and the ensemble stacked on them.
+    assert [row[0] for row in recorded] == sorted(
+        [*(spec.name for spec in MODEL_SPECS), ENSEMBLE_SPEC.name]
+    )
     for name in ("features", "targets"):
         meta = materialized(result, name)
         assert meta["window_days_asked"] == 30

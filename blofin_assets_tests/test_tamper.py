@@ -23,6 +23,7 @@ from dagster import instance_for_test
 from sklearn.linear_model import LinearRegression
 from sklearn.preprocessing import StandardScaler
 
+from blofin_assets.ml.ensemble import ENSEMBLE_SPEC
 from blofin_assets.ml.portable import (
     SKOPS_MODEL,
     SKOPS_SCALER,
@@ -48,6 +49,7 @@ from blofin_assets.storage.training_rows import read_training_frame
 from blofin_assets_tests.conftest import FROZEN_NOW, Project
 
 MODEL_NAMES = [spec.name for spec in MODEL_SPECS]
+RECORDED_NAMES = [*MODEL_NAMES, ENSEMBLE_SPEC.name]  # a whole run records the ensemble too
 HASH_COLUMNS = [
     "model_sha256", "scaler_sha256", "config_sha256", "pickle_free_model_file",
     "pickle_free_model_sha256", "pickle_free_scaler_sha256", "hashes_source",
@@ -286,13 +288,15 @@ def test_a_results_table_from_before_the_hash_columns_is_backfilled_once(
         before = con.execute("SELECT count(*) FROM ml_model_results").fetchall()[0][0]
         migrate_results(con)
         assert recorded_versions(con) == set()  # every row is read once more, for its hashes
-        assert append_results(con, unrecorded_rows(store, MODEL_NAMES, recorded_versions(con))) == 0
+        assert (
+            append_results(con, unrecorded_rows(store, RECORDED_NAMES, recorded_versions(con))) == 0
+        )
         rows = con.execute("SELECT version, hashes_source, model_sha256 FROM ml_model_results")
         backfilled = rows.fetchall()
         assert len(backfilled) == before == len(recorded_versions(con))
     for version, source, digest in backfilled:
         assert source == "metadata.json, backfilled"
-        name = next(n for n in MODEL_NAMES if store.version_dir(n, version).is_dir())
+        name = next(n for n in RECORDED_NAMES if store.version_dir(n, version).is_dir())
         assert digest == sha256_file(store.version_dir(name, version) / "model.pkl")
     assert load_model("risk_scorer", store.root, duckdb_path=path).name == "risk_scorer"
 
