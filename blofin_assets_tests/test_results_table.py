@@ -12,16 +12,22 @@ import duckdb
 import pytest
 from dagster import DagsterInstance, ExecuteInProcessResult, instance_for_test
 
+from blofin_assets.ml.ensemble import ENSEMBLE_SPEC
 from blofin_assets.ml.result_rows import METRIC_NAMES
 from blofin_assets.ml.significance import SIGNIFICANCE_LEVEL
-from blofin_assets.ml.specs import MODEL_SPECS, SPECS_BY_NAME, metric_unit
+from blofin_assets.ml.specs import MODEL_SPECS, SPECS_BY_NAME, ModelSpec, metric_unit
 from blofin_assets.ml.store import ModelStore
 from blofin_assets.storage.predictions import PREDICTION_COLUMNS, PREDICTION_DESCRIPTIONS
 from blofin_assets.storage.results import RESULTS_COLUMNS, RESULTS_DESCRIPTIONS, SEED_TEST_NAMES
 from blofin_assets_tests.conftest import FROZEN_NOW, Project
 
 MODEL_NAMES = [spec.name for spec in MODEL_SPECS]
-CLASSIFIERS = {s.name for s in MODEL_SPECS if s.task == "classification"}
+ENSEMBLE = ENSEMBLE_SPEC.name
+# A run records a row for each of the five and for the ensemble (trained last, highest id);
+# on the demo market the ensemble is rejected, so it is not served and predicts nothing.
+TRAINED: dict[str, ModelSpec] = {**SPECS_BY_NAME, ENSEMBLE: ENSEMBLE_SPEC}
+CLASSIFIERS = {name for name, s in TRAINED.items() if s.task == "classification"}
+SERVED_CLASSIFIERS = CLASSIFIERS - {ENSEMBLE}
 SEED_QUERY = "SELECT id, model_name, train_accuracy FROM ml_model_results ORDER BY id DESC LIMIT 5"
 TABLES = {"ml_model_results": RESULTS_DESCRIPTIONS, "model_predictions": PREDICTION_DESCRIPTIONS}
 
@@ -93,8 +99,10 @@ def test_the_seeds_query_works_verbatim_and_says_why_regressors_have_no_accuracy
 ) -> None:
     project, _ = fresh
     rows = project.query(SEED_QUERY)
-    assert [row[0] for row in rows] == [5, 4, 3, 2, 1]
-    assert {row[1] for row in rows} == set(MODEL_NAMES)
+    assert [row[0] for row in rows] == [6, 5, 4, 3, 2]  # one run: six rows, the newest five
+    assert rows[0][1] == ENSEMBLE  # trained last
+    names = [row[1] for row in rows]
+    assert len(set(names)) == 5 and set(names) <= set(TRAINED), names
     for _, name, train_accuracy in rows:
         assert (train_accuracy is not None) == (name in CLASSIFIERS), name
     assert (
@@ -109,6 +117,7 @@ def test_every_metric_is_stored_as_test_and_train_under_one_rule(
     project, _ = fresh
     results = frame(project, "SELECT * FROM ml_model_results ORDER BY id")
     assert list(results.columns) == list(RESULTS_COLUMNS)
+    assert sorted(results["model_name"]) == sorted(TRAINED)
     store = ModelStore(project.models_dir)
     for row in results.to_dict("records"):
         metadata = store.read_metadata(row["model_name"], row["version"])
@@ -134,8 +143,9 @@ def test_every_metric_is_stored_as_test_and_train_under_one_rule(
                 assert row[f"train_{metric}"] == row[f"train_{metric}"], metric
                 assert row[f"test_{metric}"] == row[f"test_{metric}"], metric
             assert row["train_accuracy"] != row["train_accuracy"]
-    direction = results[results["model_name"] == "direction_predictor"].iloc[0]
-    assert direction["test_log_loss"] > 0 and 0 < direction["test_brier"] < 1
+    for name in ("direction_predictor", ENSEMBLE):  # both give P(up): probability metrics
+        direction = results[results["model_name"] == name].iloc[0]
+        assert direction["test_log_loss"] > 0 and 0 < direction["test_brier"] < 1, name
 
 
 def test_the_headline_names_its_unit_rule_and_verdict(
@@ -144,26 +154,33 @@ def test_the_headline_names_its_unit_rule_and_verdict(
     project, result = fresh
     rows = frame(
         project,
-        "SELECT model_name, primary_metric, metric_unit, target_unit, skill, skill_p_value, "
-        "beyond_noise, baseline_name, class_names FROM ml_model_results",
+        "SELECT model_name, version, primary_metric, metric_unit, target_unit, skill, "
+        "skill_p_value, beyond_noise, baseline_name, class_names FROM ml_model_results",
     ).set_index("model_name")
+    assert sorted(rows.index) == sorted(TRAINED)
     units = rows["metric_unit"].to_dict()
     assert units["risk_scorer"] == "risk score points (0-100)"
     assert "log return" in units["price_predictor"]
     assert "volatility" in units["volatility_regressor"]
     assert len({units["risk_scorer"], units["price_predictor"], units["volatility_regressor"]}) == 3
     assert (
-        units["direction_predictor"] == units["momentum_classifier"] == "share of rows right (0-1)"
+        units["direction_predictor"]
+        == units["momentum_classifier"]
+        == units[ENSEMBLE]
+        == "share of rows right (0-1)"
     )
     store = ModelStore(project.models_dir)
     for name, row in rows.iterrows():
-        spec = SPECS_BY_NAME[name]
+        spec = TRAINED[name]
         assert row["metric_unit"] == metric_unit(spec, row["primary_metric"])
         assert row["target_unit"] == spec.target_unit
         expected = bool(row["skill"] > 0 and row["skill_p_value"] < SIGNIFICANCE_LEVEL)
         assert bool(row["beyond_noise"]) is expected, name
-        served = store.read_metadata(name, store.served_version(name))
-        assert bool(row["beyond_noise"]) is served["checks"]["beats_baseline"]["passed"]
+        # The five serve this run's version; the rejected ensemble serves none.
+        served = store.served_version(name)
+        assert served == (None if name == ENSEMBLE else row["version"]), name
+        metadata = store.read_metadata(name, row["version"])
+        assert bool(row["beyond_noise"]) is metadata["checks"]["beats_baseline"]["passed"]
         if name in CLASSIFIERS:
             assert json.loads(row["class_names"]) == list(spec.class_names)
         else:
@@ -250,14 +267,14 @@ def test_tables_from_an_older_release_are_migrated_in_place_and_described(
     ]
     assert project.query("SELECT min(id), max(id), count(*) FROM ml_model_results WHERE id > 2")[
         0
-    ] == (3, 7, 5)
+    ] == (3, 8, 6)  # the five and the ensemble
     assert [c for c in comments(project, "ml_model_results")] == list(RESULTS_COLUMNS)
     assert project.query(
         "SELECT prediction, horizon, prediction_label FROM model_predictions "
         "WHERE model_version = 'legacy-1'"
     ) == [(2.0, None, None)]
     labelled = project.query("SELECT count(prediction_label) FROM model_predictions")[0][0]
-    assert labelled == 3 * len(CLASSIFIERS)
+    assert labelled == 3 * len(SERVED_CLASSIFIERS)
     assert_described(project, result)
 
 
@@ -311,4 +328,4 @@ def test_versions_written_before_units_and_class_names_still_read(
             "SELECT model_name, count(prediction_label) FROM model_predictions GROUP BY ALL"
         )
     )
-    assert labels == {name: 3 if name in CLASSIFIERS else 0 for name in MODEL_NAMES}
+    assert labels == {name: 3 if name in SERVED_CLASSIFIERS else 0 for name in MODEL_NAMES}

@@ -23,6 +23,7 @@ from dagster import (
 from blofin_assets.defs.candle_checks import CANDLE_CHECKS
 from blofin_assets.defs.checks import DATA_CHECKS
 from blofin_assets.defs.verdicts import check_result, failure_message
+from blofin_assets.ml.ensemble import ENSEMBLE_SPEC
 from blofin_assets.ml.specs import MODEL_SPECS
 from blofin_assets.ml.store import ModelStore
 from blofin_assets.ml.verdict import Verdict
@@ -30,6 +31,7 @@ from blofin_assets.storage.run_summary import TrainedVersion, summary_line, summ
 from blofin_assets_tests.conftest import Project
 
 MODEL_NAMES = sorted(spec.name for spec in MODEL_SPECS)
+TRAINED = sorted([*MODEL_NAMES, ENSEMBLE_SPEC.name])  # the hourly job trains the ensemble too
 FAILED = re.compile(r"^check (\w+) on (\w+) FAILED \((WARN|ERROR)\): ")
 
 
@@ -119,28 +121,36 @@ def test_the_hourly_job_ends_with_one_line_per_model_it_trained(
     assert after == [*ending, DagsterEventType.RUN_SUCCESS]  # nothing but the run's ending
 
     summary = [(e.level, e.step_key, e.user_message) for e in entries if e.dagster_event is None]
-    summary = summary[-(len(MODEL_NAMES) + 1) :]
+    summary = summary[-(len(TRAINED) + 1) :]
     assert {(level, step) for level, step, _ in summary} == {(logging.INFO, "live_skill")}
-    assert summary[0][2] == "run summary: 5 model versions trained (5 promoted)"
+    # On the demo market the ensemble does not beat its members: kept, not served.
+    assert summary[0][2] == "run summary: 6 model versions trained (5 promoted, 1 rejected)"
     rows = project.query(
-        "SELECT model_name, version, skill, skill_p_value, baseline_name, primary_metric "
+        "SELECT model_name, version, status, status_reason, skill, skill_p_value, "
+        "baseline_name, primary_metric "
         f"FROM ml_model_results WHERE run_id = '{result.run_id}' ORDER BY model_name"
     )
-    assert [row[0] for row in rows] == MODEL_NAMES
+    assert [row[0] for row in rows] == TRAINED
     store = ModelStore(project.models_dir)
-    for (name, version, skill, p_value, baseline, metric), (_, _, line) in zip(
+    for (name, version, status, reason, skill, p_value, baseline, metric), (_, _, line) in zip(
         rows, summary[1:], strict=True
     ):
+        numbers = f"skill {skill:+.3f} over {baseline} ({metric}, p={p_value:.2g})"
+        if name == ENSEMBLE_SPEC.name:
+            assert status == "rejected" and reason.startswith("beats_members: "), reason
+            assert store.served_version(name) is None
+            assert line == (
+                f"{name}: REJECTED ({reason}), {numbers}, serving nothing, not this run's {version}"
+            )
+            continue
+        assert status == "promoted", (name, reason)
         assert store.served_version(name) == version
-        assert line == (
-            f"{name}: promoted, skill {skill:+.3f} over {baseline} ({metric}, "
-            f"p={p_value:.2g}), serving {version}"
-        )
+        assert line == f"{name}: promoted, {numbers}, serving {version}"
 
     # A run of the live_skill step alone trained nothing: the first run's rows are not its own.
-    keys = [AssetCheckKey(AssetKey(name), "live_skill") for name in MODEL_NAMES]
+    keys = [AssetCheckKey(AssetKey(name), "live_skill") for name in TRAINED]
     checks_only = project.materialize(instance, AssetSelection.checks(*keys))
-    assert len(checks_only.get_asset_check_evaluations()) == len(MODEL_NAMES)
+    assert len(checks_only.get_asset_check_evaluations()) == len(TRAINED)
     messages = user_messages(instance, checks_only.run_id)
     (line,) = [m for _, _, m in messages if m.startswith("run summary")]
     assert line.startswith("run summary: no model version trained in this run")
