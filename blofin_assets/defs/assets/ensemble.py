@@ -18,20 +18,19 @@ from dagster import (
 from blofin_assets.defs.assets.candles import candles
 from blofin_assets.defs.assets.features import features
 from blofin_assets.defs.assets.metadata import OWNERS
-from blofin_assets.defs.assets.models import GATE_DESCRIPTIONS, MODEL_FRESHNESS, model_result
+from blofin_assets.defs.assets.models import (
+    GATE_DESCRIPTIONS,
+    MODEL_FRESHNESS,
+    model_result,
+    read_training_inputs,
+)
 from blofin_assets.defs.assets.targets import targets
 from blofin_assets.defs.resources import BlofinSettings, DuckDBWarehouse, ModelStoreResource
 from blofin_assets.ml.ensemble import ENSEMBLE_SPEC, Member, members_gate, train_ensemble
-from blofin_assets.ml.gates import REGRESSION_HISTORY
-from blofin_assets.ml.publish import publish_trained, target_definition
+from blofin_assets.ml.publish import publish_trained
 from blofin_assets.ml.specs import ModelSpec
-from blofin_assets.ml.training import training_columns
 from blofin_assets.serving.loading import load_served
 from blofin_assets.serving.model import ServedModel
-from blofin_assets.storage.candles import candle_sources, newest_candle_ts
-from blofin_assets.storage.results import promoted_skills
-from blofin_assets.storage.training_rows import read_training_frame
-from blofin_assets.storage.warehouse import check_clock
 
 ENSEMBLE_GATES = {
     **GATE_DESCRIPTIONS,
@@ -84,31 +83,25 @@ def build_ensemble_asset(
         model_store: ModelStoreResource,
     ) -> MaterializeResult:
         with warehouse.connect(read_only=True) as con:
-            check_clock(con, now=settings.now(), bar=settings.bar_delta(), as_of=settings.as_of)
-            frame = read_training_frame(con, training_columns(spec))
-            data_until = newest_candle_ts(con, settings.market().instrument_list())
-            history = promoted_skills(
-                con, spec.name, target_definition(spec, settings.horizon), REGRESSION_HISTORY
-            )
-            sources = candle_sources(con)
+            inputs = read_training_inputs(con, spec, settings)
         store = model_store.store()
         members = [
             member_of(load_served(name, store.root, duckdb_path=warehouse.path))
             for name in member_names
         ]
         context.log.info("members: " + ", ".join(f"{m.name} {m.version}" for m in members))
-        trained = train_ensemble(spec, frame, members, horizon=settings.horizon)
+        trained = train_ensemble(spec, inputs.frame, members, horizon=settings.horizon)
         published = publish_trained(
             trained,
             store=store,
             horizon=settings.horizon,
-            promoted_skills=history,
+            promoted_skills=inputs.history,
             run_id=context.run.run_id,
-            data_sources=sources,
-            data_until=data_until,
+            data_sources=inputs.sources,
+            data_until=inputs.data_until,
             hash_record=warehouse.file(),
             extra_gates=(members_gate(trained),),
         )
-        return model_result(context, published, sources)
+        return model_result(context, published, inputs.sources)
 
     return direction_ensemble

@@ -6,8 +6,11 @@ of its spec, so editing one model's hyperparameters marks that model alone stale
 """
 
 import base64
+from dataclasses import dataclass
 from datetime import timedelta
 
+import duckdb
+import pandas as pd
 from dagster import (
     AssetCheckSpec,
     AssetExecutionContext,
@@ -113,6 +116,31 @@ def log_outcome(context: AssetExecutionContext, published: PublishedModel) -> No
         )
 
 
+@dataclass(frozen=True)
+class TrainingInputs:
+    """What a model step reads before it trains, in one read-only connection."""
+
+    frame: pd.DataFrame
+    data_until: pd.Timestamp
+    history: list[float]
+    sources: list[str]
+
+
+def read_training_inputs(
+    con: duckdb.DuckDBPyConnection, spec: ModelSpec, settings: BlofinSettings
+) -> TrainingInputs:
+    # A models-only run as of an earlier time must not train on bars after its now.
+    check_clock(con, now=settings.now(), bar=settings.bar_delta(), as_of=settings.as_of)
+    return TrainingInputs(
+        frame=read_training_frame(con, training_columns(spec)),
+        data_until=newest_candle_ts(con, settings.market().instrument_list()),
+        history=promoted_skills(
+            con, spec.name, target_definition(spec, settings.horizon), REGRESSION_HISTORY
+        ),
+        sources=candle_sources(con),
+    )
+
+
 def model_result(
     context: AssetExecutionContext, published: PublishedModel, sources: list[str]
 ) -> MaterializeResult:
@@ -156,27 +184,20 @@ def build_model_asset(spec: ModelSpec) -> AssetsDefinition:
         model_store: ModelStoreResource,
     ) -> MaterializeResult:
         with warehouse.connect(read_only=True) as con:
-            # A models-only run as of an earlier time must not train on bars after its now.
-            check_clock(con, now=settings.now(), bar=settings.bar_delta(), as_of=settings.as_of)
-            frame = read_training_frame(con, training_columns(spec))
-            data_until = newest_candle_ts(con, settings.market().instrument_list())
-            history = promoted_skills(
-                con, spec.name, target_definition(spec, settings.horizon), REGRESSION_HISTORY
-            )
-            sources = candle_sources(con)
+            inputs = read_training_inputs(con, spec, settings)
             in_force = params_in_force(con, spec)
         published = train_and_publish(
             spec.with_params(in_force.params),
-            frame,
+            inputs.frame,
             store=model_store.store(),
             horizon=settings.horizon,
-            promoted_skills=history,
+            promoted_skills=inputs.history,
             run_id=context.run.run_id,
-            data_sources=sources,
-            data_until=data_until,
+            data_sources=inputs.sources,
+            data_until=inputs.data_until,
             hash_record=warehouse.file(),
             params_source=in_force.source,
         )
-        return model_result(context, published, sources)
+        return model_result(context, published, inputs.sources)
 
     return model_asset
