@@ -19,6 +19,7 @@ from blofin_assets.defs.assets.features import features
 from blofin_assets.defs.assets.targets import targets
 from blofin_assets.defs.resources import BlofinSettings, DuckDBWarehouse, ModelStoreResource
 from blofin_assets.defs.verdicts import asset_check_result
+from blofin_assets.ml.ensemble import MAY_SERVE_NOTHING
 from blofin_assets.ml.features import FEATURE_COLUMNS, FEATURE_WARMUP_BARS
 from blofin_assets.ml.targets import NAIVE_COLUMNS, TARGET_COLUMNS
 from blofin_assets.ml.verdict import Verdict
@@ -156,9 +157,10 @@ def build_served_model_check(model_name: str) -> AssetChecksDefinition:
         warehouse: DuckDBWarehouse,
     ) -> AssetCheckResult:
         store = model_store.store()
-        if store.served_version(model_name) is None and store.version_names(model_name):
-            # Every version failed an ERROR gate (its own checks say so): nothing is served,
-            # so no served file can be damaged. The ensemble's normal state until it is better.
+        unserved = store.served_version(model_name) is None
+        if model_name in MAY_SERVE_NOTHING and unserved and store.version_names(model_name):
+            # The ensemble's normal state until it beats its members: nothing is served, so no
+            # served file can be damaged. For the five, nothing served stays a failure.
             return asset_check_result(
                 context,
                 Verdict(

@@ -27,7 +27,7 @@ import pandas as pd
 
 from blofin_assets.forward.outcomes import empty_outcomes, outcome_rows
 from blofin_assets.market.clock import as_utc
-from blofin_assets.ml.ensemble import ENSEMBLE_SPEC
+from blofin_assets.ml.ensemble import MAY_SERVE_NOTHING
 from blofin_assets.ml.publish import PROMOTED, REJECTED
 from blofin_assets.ml.store import ModelStore
 from blofin_assets.serving.loading import load_version
@@ -35,7 +35,7 @@ from blofin_assets.storage.training_rows import read_labelled_spans
 
 LIVE = "live"
 SHADOW = "shadow"
-SHADOW_MODELS = (ENSEMBLE_SPEC.name,)  # the models whose rejected versions are shadow-scored
+SHADOW_MODELS = MAY_SERVE_NOTHING  # the models whose rejected versions are shadow-scored
 
 
 @dataclass(frozen=True)

@@ -85,6 +85,10 @@ ENSEMBLE_SPEC = ModelSpec(
     target_unit=_DIRECTION.target_unit,
     class_names=("down", "up"),
 )
+# Models for which serving nothing is a normal state (served only once they beat their bar):
+# their unserved versions get a shadow record, and nothing to serve is reported, not an
+# error. For the five, no served version is a failure and stays one.
+MAY_SERVE_NOTHING: tuple[str, ...] = (ENSEMBLE_SPEC.name,)
 
 
 @dataclass(frozen=True)

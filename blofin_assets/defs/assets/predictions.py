@@ -15,6 +15,7 @@ from dagster import (
 from blofin_assets.defs.assets.features import features
 from blofin_assets.defs.assets.metadata import OWNERS, provenance, stored_column_schema
 from blofin_assets.defs.resources import BlofinSettings, DuckDBWarehouse, ModelStoreResource
+from blofin_assets.ml.ensemble import MAY_SERVE_NOTHING
 from blofin_assets.serving.scoring import prediction_preview, score_latest
 from blofin_assets.storage.candles import candle_sources
 from blofin_assets.storage.predictions import append_predictions, prediction_count
@@ -69,9 +70,13 @@ def build_predictions_asset(
             latest = latest_feature_rows(con)
             sources = candle_sources(con)
         store = model_store.store()
-        # A model none of whose versions passed its ERROR gates has nothing to serve (the
-        # ensemble until it beats its members): said here and in the log, never an error.
-        unserved = [name for name in model_names if store.served_version(name) is None]
+        # The ensemble serves nothing until it beats its members: said here and in the log. A
+        # model of the five with nothing served still fails this step (score_latest raises).
+        unserved = [
+            name
+            for name in model_names
+            if name in MAY_SERVE_NOTHING and store.served_version(name) is None
+        ]
         for name in unserved:
             context.log.warning(f"{name}: no version is served, so it predicts nothing")
         scored = score_latest(
