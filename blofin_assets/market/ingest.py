@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import duckdb
+import numpy as np
 import pandas as pd
 
 from blofin_assets.market.bars import latest_closed_bar_open
@@ -263,6 +264,17 @@ def fetch_raw(
     return FetchedBatch(pd.concat(frames, ignore_index=True), requests, windows)
 
 
+def first_bars(clean: pd.DataFrame) -> dict[str, pd.Timestamp]:
+    """Each instrument's first bar in a validated batch, which is sorted by (inst_id, ts): the
+    first row of each instrument's run, found in one pass without hashing every row."""
+    ids = clean["inst_id"].to_numpy()
+    if len(ids) == 0:
+        return {}
+    starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]])
+    ts = clean["ts"].iloc[starts]
+    return {str(inst): as_utc(stamp) for inst, stamp in zip(ids[starts], ts, strict=True)}
+
+
 def ingest_candles(
     settings: MarketSettings, db: DuckDBFile, *, fetch: FetchConfig | None = None
 ) -> IngestReport:
@@ -284,19 +296,22 @@ def ingest_candles(
         allow_empty=bool(latest),
         source_label=settings.source,
     )
+    # The raw batch is not needed past validation: a first backfill of the whole market is
+    # millions of rows, which would otherwise stay in memory through the insert.
+    fetched_rows, requests, windows = len(batch.raw), batch.requests, batch.windows
+    del batch
     never_stored = sorted(set(settings.instrument_list()) - set(latest))
-    present = set(validated.clean["inst_id"].unique())  # one pass, not one per instrument
-    empty = [i for i in never_stored if i not in present]
+    first_ts = first_bars(validated.clean)
+    empty = [i for i in never_stored if i not in first_ts]
     if empty:
         raise ValueError(
             f"{settings.source} source: no candles for {empty} on their first backfill "
             f"({len(validated.clean)} clean rows for the other instruments); nothing stored"
         )
-    first_ts = validated.clean.groupby("inst_id")["ts"].min()
     backfill = {
-        i: history_coverage(i, as_utc(first_ts[i]), batch.windows[i], settings.bar_delta())
+        i: history_coverage(i, first_ts[i], windows[i], settings.bar_delta())
         for i in never_stored
-        if i in batch.windows
+        if i in windows
     }
     with db.connect() as con:
         inserted = candles.insert_new_candles(
@@ -312,12 +327,12 @@ def ingest_candles(
     return IngestReport(
         source=settings.source,
         synthetic=settings.source == "demo",
-        fetched_rows=len(batch.raw),
+        fetched_rows=fetched_rows,
         new_rows=inserted.new_rows,
         unchanged_rows=inserted.unchanged_rows,
         conflicting_rows=inserted.conflicting_rows,
         rejected_rows=len(validated.rejected),
-        requests=batch.requests,
+        requests=requests,
         fingerprint=fingerprint,
         validation=dict(validated.stats),
         stored_sources=stored_sources,

@@ -6,7 +6,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import duckdb
+import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from blofin_assets.market.clock import as_utc
 from blofin_assets.market.contract import CANDLE_COLUMNS, OPTIONAL_CANDLE_COLUMNS
@@ -15,7 +17,7 @@ from blofin_assets.storage.candle_conflicts import (
     conflict_error,
     conflicts_as_rejected,
 )
-from blofin_assets.storage.connection import insert_new_rows, query_frame, registered, transaction
+from blofin_assets.storage.connection import registered, transaction
 from blofin_assets.storage.fingerprints import CANDLE_FINGERPRINTS_DDL, record_fingerprints
 from blofin_assets.storage.results import migrate_results
 from blofin_assets.storage.sql import column_list, scalar, table_exists
@@ -94,17 +96,19 @@ def insert_new_candles(
     ensure_schema(con)
     if frame.empty and (rejected is None or rejected.empty):
         return CandleInsert(0, 0, 0)
-    batch = frame.copy()
-    for column in OPTIONAL_CANDLE_COLUMNS:
-        if column not in batch.columns:
-            batch[column] = float("nan")
-    batch["source"] = source
-    batch["ingested_at"] = pd.Timestamp.now(tz="UTC")
+    ingested_at = pd.Timestamp.now(tz="UTC")
     with transaction(con):
         record_identity(con, bar=bar, source=source)
-        unchanged, conflicts = stored_overlap(con, batch, source=source, on_bad_rows=on_bad_rows)
-        # Stored keys, conflicting or not, are skipped: a stored candle is never rewritten.
-        new_rows = insert_new_rows(con, "candles", batch, STORED_CANDLE_COLUMNS)
+        # A first backfill shares no key with stored candles: nothing to compare or skip.
+        overlapping = stored_in_span(con, frame)
+        unchanged, conflicts = (
+            stored_overlap(con, frame, source=source, on_bad_rows=on_bad_rows)
+            if overlapping
+            else (0, None)
+        )
+        new_rows = insert_in_chunks(
+            con, frame, source=source, ingested_at=ingested_at, skip_stored=overlapping
+        )
         for rows in (rejected, conflicts):
             if rows is not None:
                 insert_rejected(con, rows, source=source)
@@ -112,17 +116,84 @@ def insert_new_candles(
     return CandleInsert(new_rows, unchanged, 0 if conflicts is None else len(conflicts))
 
 
+# Rows handed to DuckDB per INSERT: a first backfill of the whole market is millions of rows,
+# and one INSERT of them all holds an Arrow copy of the batch beside DuckDB's own buffers.
+INSERT_CHUNK_ROWS = 500_000
+
+
+def incoming_select(frame: pd.DataFrame, name: str) -> str:
+    """SELECT of a registered batch in the stored layout's value columns: an optional volume
+    the batch lacks is NULL (as a NaN in the frame would be)."""
+    columns = [*CANDLE_COLUMNS, *OPTIONAL_CANDLE_COLUMNS]
+    select = [c if c in frame.columns else f"NULL::DOUBLE AS {c}" for c in columns]
+    return f"SELECT {', '.join(select)} FROM {name}"
+
+
+def insert_in_chunks(
+    con: duckdb.DuckDBPyConnection,
+    frame: pd.DataFrame,
+    *,
+    source: str,
+    ingested_at: pd.Timestamp,
+    skip_stored: bool = True,
+) -> int:
+    """Insert the rows whose (inst_id, ts) is not stored yet, INSERT_CHUNK_ROWS at a time,
+    inside the caller's transaction; returns how many were new.
+
+    Stored keys, conflicting or not, are skipped: a stored candle is never rewritten. Without
+    ``skip_stored`` (no stored candle in the batch's span) a plain INSERT, about 40 % cheaper
+    than ON CONFLICT on a backfill; a repeated key in the batch then fails the whole insert
+    instead of being skipped. Each chunk goes through Arrow (DuckDB scans it several times
+    faster than pandas' object columns); the source and ingestion time are constants of the
+    INSERT, not frame columns.
+    """
+    if frame.empty:
+        return 0
+    on_conflict = " ON CONFLICT DO NOTHING" if skip_stored else ""
+    present = [c for c in (*CANDLE_COLUMNS, *OPTIONAL_CANDLE_COLUMNS) if c in frame.columns]
+    columns = column_list(STORED_CANDLE_COLUMNS)
+    before = scalar(con, "SELECT count(*) FROM candles")
+    for offset in range(0, len(frame), INSERT_CHUNK_ROWS):
+        part = frame.iloc[offset : offset + INSERT_CHUNK_ROWS][present]
+        chunk = pa.Table.from_pandas(part, preserve_index=False)  # NaN -> NULL, as pandas'
+        with registered(con, "incoming_chunk", chunk):
+            con.execute(
+                f"INSERT INTO candles ({columns}) SELECT *, ?::VARCHAR, ?::TIMESTAMPTZ FROM "
+                f"({incoming_select(part, 'incoming_chunk')}){on_conflict}",
+                [source, ingested_at.to_pydatetime()],
+            )
+        del chunk
+    return int(scalar(con, "SELECT count(*) FROM candles") - before)
+
+
+def stored_in_span(con: duckdb.DuckDBPyConnection, batch: pd.DataFrame) -> bool:
+    """Whether any stored candle lies in the batch's time span (of any instrument): if none
+    does, no incoming candle can share a key with a stored one."""
+    if batch.empty:
+        return False
+    span = [batch["ts"].min().to_pydatetime(), batch["ts"].max().to_pydatetime()]
+    row = con.execute("SELECT 1 FROM candles WHERE ts >= ? AND ts <= ? LIMIT 1", span)
+    return bool(row.fetchall())
+
+
 def stored_overlap(
     con: duckdb.DuckDBPyConnection, batch: pd.DataFrame, *, source: str, on_bad_rows: str
 ) -> tuple[int, pd.DataFrame | None]:
     """Incoming candles already stored: how many with the same values, and the conflicting
-    ones as rows to quarantine; raises on a conflict unless quarantining."""
+    ones as rows to quarantine; raises on a conflict unless quarantining.
+
+    The whole batch is compared at once, so an error counts every conflict of the batch.
+    """
     if batch.empty:
         return 0, None
+    span = (batch["ts"].min(), batch["ts"].max())
     quarantine = on_bad_rows == "quarantine"
-    with registered(con, "incoming_candles", batch[STORED_CANDLE_COLUMNS]):
-        span = (batch["ts"].min(), batch["ts"].max())
-        overlap = compare_with_stored(con, "incoming_candles", span, all_conflicts=quarantine)
+    with registered(con, "incoming_frame", batch):
+        # Inside the caller's transaction: a failure rolls the view back with everything else.
+        view = "incoming_candles"
+        con.execute(f"CREATE TEMP VIEW {view} AS {incoming_select(batch, 'incoming_frame')}")
+        overlap = compare_with_stored(con, view, span, all_conflicts=quarantine)
+        con.execute(f"DROP VIEW {view}")
     if overlap.conflict_count and not quarantine:
         raise conflict_error(overlap, source=source, incoming_rows=len(batch))
     conflicts = conflicts_as_rejected(overlap, source=source) if overlap.conflict_count else None
@@ -187,11 +258,33 @@ def read_candles(
     """Candles from ``start`` on (the training window plus warm-up) of ``instruments`` (all
     when None), contract layout."""
     where, params = instrument_filter(instruments)
+    if instruments:
+        # Constant bounds let DuckDB skip the row groups of other instruments (the table is
+        # stored in insertion order, each backfill instrument by instrument).
+        where += " AND inst_id >= ? AND inst_id <= ?"
+        params += [min(instruments), max(instruments)]
     query = f"SELECT {column_list(CANDLE_COLUMNS)} FROM candles WHERE {where}"
     if start is not None:
         query += " AND ts >= ?"
         params.append(start.to_pydatetime())
-    return query_frame(con, query + " ORDER BY inst_id, ts", params)
+    return candle_frame(con.sql(query + " ORDER BY inst_id, ts", params=params).to_arrow_table())
+
+
+def candle_frame(table: pa.Table) -> pd.DataFrame:
+    """Contract frame from Arrow, ``inst_id`` through its dictionary: a few shared str objects
+    instead of one per row, which is most of the cost of converting millions of candles."""
+    ids = table.column("inst_id").combine_chunks().dictionary_encode()
+    names = np.asarray(ids.dictionary.to_pylist(), dtype=object)
+    frame = table.drop_columns(["inst_id"]).to_pandas()
+    frame.insert(0, "inst_id", names[ids.indices.to_numpy()] if len(names) else names[:0])
+    ts = frame["ts"]
+    # TIMESTAMPTZ arrives tz-aware: converting the zone is free, re-parsing it is not.
+    frame["ts"] = (
+        ts.dt.tz_convert("UTC")
+        if isinstance(ts.dtype, pd.DatetimeTZDtype)
+        else pd.to_datetime(ts, utc=True)
+    )
+    return frame[CANDLE_COLUMNS]
 
 
 def candle_sources(con: duckdb.DuckDBPyConnection) -> list[str]:

@@ -21,6 +21,10 @@ to that point: the insert that stored them recorded the hash of all of them
 (``fingerprints.per_instrument``), so only the candles that came after are hashed here and
 an hourly check costs O(new bars), not O(history).
 
+A rebuild reads, computes and writes a group of instruments at a time (about
+REBUILD_CHUNK_CANDLES candles) inside its one transaction, so a first build of the whole
+market holds one group's candles and rows in memory, not all of them.
+
 Appended rows equal a full rebuild's to rounding only, not bit for bit: long trailing sums are
 running sums, whose rounding depends on where the read starts. test_derived pins the tolerance.
 """
@@ -95,7 +99,8 @@ class Refresh:
     window_start: pd.Timestamp
     candle_fingerprint_source: str  # RECORDED, or why every candle had to be hashed
     # Wall seconds of each phase: "check" (fingerprints, rebuild reason), "read" (candles),
-    # "compute" (table.compute), "write" (the transaction, commit included).
+    # "compute" (table.compute), "write" (inserts and bookkeeping, commit included); a
+    # rebuild's chunks add up into each.
     seconds: dict[str, float]
 
     @property
@@ -124,18 +129,23 @@ def refresh_table(
     )
     reason = rebuild_reason(con, table, fingerprints)
     clock.lap("check")
-    candles, rows = compute_rows(con, table, reason, fingerprints, window_start, bar, clock)
-    clock.lap("compute")
     with transaction(con):
-        stats, dropped = write_rows(con, table, reason, rows, window_start)
+        if reason is None:
+            candles, rows = compute_rows(con, table, fingerprints, window_start, bar, clock)
+            clock.lap("compute")
+            stats, dropped = append_new_rows(con, table, rows, window_start)
+            candles_read, rows_added = len(candles), len(rows)
+        else:
+            stats, candles_read = rebuild_in_chunks(con, table, window_start, bar, clock)
+            dropped, rows_added = {}, sum(count for count, _ in stats.values())
         summary = table_summary(con, table.name, stats)
         save_state(con, table, fingerprints, stats, summary.pop("last_row_ts"))
     clock.lap("write")
     return Refresh(
         mode="append" if reason is None else "rebuild",
         reason=reason or "appended the rows after the last build",
-        candles_read=len(candles),
-        rows_added=len(rows),
+        candles_read=candles_read,
+        rows_added=rows_added,
         rows_dropped=sum(count for count, _ in dropped.values()),
         candle_fingerprint_source=fingerprint_source,
         window_start=window_start,
@@ -144,51 +154,105 @@ def refresh_table(
     )
 
 
+# Candles read, computed and written at once by a rebuild: a first build of the whole market
+# holds one group of instruments' candles, rows and Arrow copy at a time, not all of them.
+# Above the size at which computing runs on every core (ml.blocks.PARALLEL_MIN_CANDLES).
+REBUILD_CHUNK_CANDLES = 500_000
+
+
+def instrument_chunks(
+    con: duckdb.DuckDBPyConnection, instruments: tuple[str, ...], read_start: pd.Timestamp
+) -> list[list[str]]:
+    """Consecutive groups of the stored instruments (sorted), each of about
+    REBUILD_CHUNK_CANDLES candles from ``read_start`` on (one instrument may exceed it)."""
+    counts = con.execute(
+        "SELECT inst_id, count(*) FROM candles WHERE list_contains(?::VARCHAR[], inst_id) "
+        "AND ts >= ? GROUP BY inst_id ORDER BY inst_id",
+        [list(instruments), read_start.to_pydatetime()],
+    ).fetchall()
+    chunks: list[list[str]] = []
+    size = 0
+    for inst, count in counts:
+        if not chunks or size + count > REBUILD_CHUNK_CANDLES:
+            chunks.append([])
+            size = 0
+        chunks[-1].append(inst)
+        size += count
+    return chunks
+
+
+def rebuild_in_chunks(
+    con: duckdb.DuckDBPyConnection,
+    table: DerivedTable,
+    window_start: pd.Timestamp,
+    bar: pd.Timedelta,
+    clock: Stopwatch,
+) -> tuple[RowStats, int]:
+    """Recreate the table from every stored candle of the window, instruments a chunk at a
+    time, inside the caller's transaction; the rows equal one read of everything (each row
+    depends on its own instrument's candles only). Returns the row stats and candles read."""
+    read_start = window_start - table.warmup_bars * bar
+    stats: RowStats = {}
+    candles_read = 0
+    chunks = instrument_chunks(con, table.instruments, read_start) or [list(table.instruments)]
+    created = False
+    for chunk in chunks:
+        candles = read_candles(con, start=read_start, instruments=chunk)
+        candles_read += len(candles)
+        clock.lap("read")
+        rows = table.compute(candles, window_start)
+        del candles
+        check_columns(table, rows)
+        clock.lap("compute")
+        if not rows.empty:  # the first chunk with rows creates the table, from its types
+            write = append_rows if created else create_table
+            stats.update(write(con, table.name, rows))
+            created = True
+        del rows
+        clock.lap("write")
+    if not stats:
+        raise ValueError(
+            f"no {table.name} rows: the {candles_read} candles from {read_start} on are "
+            f"fewer than the {table.warmup_bars}-bar warm-up needs (per instrument)"
+        )
+    return stats, candles_read
+
+
+def check_columns(table: DerivedTable, rows: pd.DataFrame) -> None:
+    if list(rows.columns) != table.columns:
+        raise ValueError(
+            f"{table.name} rows have columns {list(rows.columns)}, not {table.columns}"
+        )
+
+
 def compute_rows(
     con: duckdb.DuckDBPyConnection,
     table: DerivedTable,
-    reason: str | None,
     fingerprints: pd.DataFrame,
     window_start: pd.Timestamp,
     bar: pd.Timedelta,
     clock: Stopwatch,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The candles read and the rows to write: only those after the stored rows when appending
-    (``reason`` is None), every row of the window when rebuilding."""
+    """An append's candles and rows: each instrument's candles after its stored rows, with
+    their warm-up, and the rows after its mark."""
     read_start = window_start - table.warmup_bars * bar
-    if reason is None:
-        marks = stored_marks(con, table.name)
-        instruments = list(fingerprints["inst_id"])
-        candles = read_candles_after(con, instruments, marks, read_start, table.warmup_bars, bar)
-        clock.lap("read")
-        rows = drop_stored_rows(table.compute(candles, window_start), marks)
-    else:
-        candles = read_candles(con, start=read_start, instruments=table.instruments)
-        clock.lap("read")
-        rows = table.compute(candles, window_start)
-        if rows.empty:
-            raise ValueError(
-                f"no {table.name} rows: the {len(candles)} candles from {read_start} on are "
-                f"fewer than the {table.warmup_bars}-bar warm-up needs (per instrument)"
-            )
-    if list(rows.columns) != table.columns:
-        raise ValueError(
-            f"{table.name} rows have columns {list(rows.columns)}, not {table.columns}"
-        )
+    marks = stored_marks(con, table.name)
+    instruments = list(fingerprints["inst_id"])
+    candles = read_candles_after(con, instruments, marks, read_start, table.warmup_bars, bar)
+    clock.lap("read")
+    rows = drop_stored_rows(table.compute(candles, window_start), marks)
+    check_columns(table, rows)
     return candles, rows
 
 
-def write_rows(
+def append_new_rows(
     con: duckdb.DuckDBPyConnection,
     table: DerivedTable,
-    reason: str | None,
     rows: pd.DataFrame,
     window_start: pd.Timestamp,
 ) -> tuple[RowStats, RowStats]:
-    """Append (dropping rows that left the window) or recreate the table, inside the caller's
+    """Drop the rows that left the window and append the new ones, inside the caller's
     transaction; returns the per-instrument stats after the write and those of dropped rows."""
-    if reason is not None:
-        return create_table(con, table.name, rows), {}
     # Content hashes are XORs of row hashes: update them by what left and came.
     stored = stored_row_stats(con, table.name)
     dropped = row_stats(con, table.name, "WHERE t.ts < ?", [window_start.to_pydatetime()])
@@ -205,6 +269,7 @@ class Stopwatch:
         self._last = time.perf_counter()
 
     def lap(self, name: str) -> None:
+        """The time since the last lap, added to ``name`` (a chunked phase sums its chunks)."""
         now = time.perf_counter()
-        self.laps[name] = round(now - self._last, 4)
+        self.laps[name] = round(self.laps.get(name, 0.0) + now - self._last, 4)
         self._last = now
