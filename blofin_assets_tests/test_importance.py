@@ -16,12 +16,14 @@ from PIL import Image
 from sklearn.inspection import permutation_importance
 
 from blofin_assets.ml.importance import (
+    KERNEL_EVALUATIONS,
     MIN_ROWS,
     FeatureImportance,
     evenly_spaced_index,
     feature_importance,
     importance_chart_png,
     importance_markdown,
+    support_vector_count,
 )
 from blofin_assets.ml.publish import model_metadata
 from blofin_assets.ml.specs import MODEL_SPECS, SPECS_BY_NAME, ModelSpec
@@ -105,7 +107,11 @@ def test_the_method_says_permutation_on_how_many_test_rows_scored_by_what(
     assert f"scored by {trained.spec.primary_metric}" in method
     assert ("drop" if trained.spec.task == "classification" else "rise") in method
     if name == "volatility_regressor":  # kernel SVR: each row costs every support vector
-        assert rows < on_planted["risk_scorer"].test_rows // 4, method
+        copies = len(trained.spec.features) + 1  # the rows as they are, one shuffle a feature
+        support = support_vector_count(trained.estimator)
+        assert rows == MIN_ROWS or rows * copies * support <= KERNEL_EVALUATIONS, method
+        risk = on_planted["risk_scorer"].feature_importances.method
+        assert rows < int(risk.split("permutation on ", 1)[1].split(" test rows")[0]), method
 
 
 @pytest.mark.parametrize("name", ["direction_predictor", "risk_scorer"])

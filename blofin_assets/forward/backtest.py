@@ -32,13 +32,13 @@ from blofin_assets.market.settings import MarketSettings
 from blofin_assets.ml.features import compute_features
 from blofin_assets.ml.publish import model_config
 from blofin_assets.ml.reference import build_reference
+from blofin_assets.ml.row_plan import cap_rows
 from blofin_assets.ml.specs import MODEL_SPECS, ModelSpec
 from blofin_assets.ml.target_space import model_target
 from blofin_assets.ml.targets import compute_targets
 from blofin_assets.ml.training import (
     TrainedModel,
     TrainingDataError,
-    cap_rows,
     naive_constants,
     train_model,
     training_columns,

@@ -16,6 +16,7 @@ from typing import Any
 import pandas as pd
 
 from blofin_assets.ml.gates import leakage_gate, regression_gate, skill_gate
+from blofin_assets.ml.row_plan import RowPlan
 from blofin_assets.ml.specs import ModelSpec, metric_unit
 from blofin_assets.ml.store import ModelStore
 from blofin_assets.ml.tables import TARGETS_CODE_VERSION
@@ -176,6 +177,7 @@ def train_and_publish(
     promoted_skills: Sequence[float],
     run_id: str,
     data_until: pd.Timestamp,
+    plan: RowPlan | None = None,
     data_sources: Sequence[str] = (),
     trained_at: pd.Timestamp | None = None,
     hash_record: DuckDBFile | None = None,
@@ -188,7 +190,7 @@ def train_and_publish(
     ``hash_record``, the files' hashes go into its model_file_hashes table as they are saved,
     before the version is visible or served: what load_model trusts, not metadata.json."""
     return publish_trained(
-        train_model(spec, frame, horizon=horizon),
+        train_model(spec, frame, horizon=horizon, plan=plan),
         store=store,
         horizon=horizon,
         promoted_skills=promoted_skills,

@@ -1,26 +1,39 @@
 """Fit one ModelSpec on the joined features + targets frame, honestly.
 
 Time-ordered purged split, scaler fit on the training block only, regression targets
-transformed and standardised inside the pickled estimator, row caps taken from the most recent
-rows, fixed seeds, and every test metric next to its naive baseline.
+transformed and standardised inside the pickled estimator, deterministic row caps, fixed
+seeds, every test metric next to its naive baseline. What surrounds the fit works on
+fixed-size samples (train metrics here, importance, outlier reference), so a step costs about
+its estimator's fit + test prediction (benchmarks/profile_steps.py times each piece).
 """
 
 from __future__ import annotations
 
+import os
 import time
-from dataclasses import dataclass
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
 from sklearn.base import clone
 from sklearn.compose import TransformedTargetRegressor
+from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
+from sklearn.neural_network import MLPClassifier, MLPRegressor
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer, StandardScaler
+from threadpoolctl import threadpool_limits
 
 from blofin_assets.ml.baselines import naive_rules
 from blofin_assets.ml.features import REFERENCE_COLUMNS
-from blofin_assets.ml.importance import FeatureImportance, feature_importance
+from blofin_assets.ml.importance import (
+    KERNEL_EVALUATIONS,
+    FeatureImportance,
+    feature_importance,
+    support_vector_count,
+)
 from blofin_assets.ml.metrics import (
     Evaluation,
     classification_metrics,
@@ -31,12 +44,17 @@ from blofin_assets.ml.metrics import (
     strongest_baseline,
 )
 from blofin_assets.ml.reference import OutlierReference, build_reference
+from blofin_assets.ml.row_plan import RowPlan, even_positions, plan_rows
 from blofin_assets.ml.significance import diebold_mariano, overlap_lag
 from blofin_assets.ml.specs import ModelSpec
-from blofin_assets.ml.splits import PurgedSplit, purged_split
+from blofin_assets.ml.splits import PurgedSplit
 from blofin_assets.ml.target_space import model_target
 
 DEFAULT_TEST_FRACTION = 0.2
+# Train metrics are an over-fitting check beside the test metrics, not a skill: on 50,000
+# evenly spaced rows their sampling error (~0.002 in accuracy) is far below the gaps they are
+# read for; all 334k rows of workload M cost the forest and the booster 1.2-1.6 s each.
+TRAIN_METRIC_ROWS = 50_000
 
 
 class TrainingDataError(ValueError):
@@ -49,7 +67,7 @@ class TrainedModel:
     estimator: Any
     scaler: StandardScaler
     evaluation: Evaluation  # on the test block
-    train_metrics: dict[str, float]
+    train_metrics: dict[str, float]  # on train_metric_rows of the training rows (see below)
     split: PurgedSplit
     train_rows: int
     test_rows: int
@@ -64,6 +82,23 @@ class TrainedModel:
     # The training rows as the estimator saw them (sampled, scaled), to tell later rows that
     # lie outside them (ml/reference.py); saved with the version as reference.npz.
     reference: OutlierReference
+    # Of the train_rows, how many the train metrics were computed on (None: all of them).
+    train_metric_rows: int | None = None
+    # Wall seconds of each piece of train_model (split, fit, predict_test, ...).
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def predict_seconds(self) -> float:
+        """The estimator's own prediction of the test block (0.0 when not timed)."""
+        return self.timings.get("predict_test", 0.0)
+
+    @property
+    def train_metrics_method(self) -> str:
+        """What the train metrics were computed on, for metadata beside them."""
+        rows = self.train_rows if self.train_metric_rows is None else self.train_metric_rows
+        if rows >= self.train_rows:
+            return f"all {self.train_rows} training rows"
+        return f"{rows} of the {self.train_rows} training rows, evenly spaced per instrument"
 
 
 def check_training_frame(frame: pd.DataFrame, spec: ModelSpec) -> None:
@@ -74,14 +109,17 @@ def check_training_frame(frame: pd.DataFrame, spec: ModelSpec) -> None:
         raise TrainingDataError(f"{spec.name}: training frame lacks columns {missing}")
     if frame.empty:
         raise TrainingDataError(f"{spec.name}: training frame is empty")
-    values = frame[[*spec.features, spec.target]].to_numpy(dtype="float64")
-    bad = ~np.isfinite(values)
-    if bad.any():
-        columns = [*spec.features, spec.target]
-        counts = {columns[i]: int(n) for i, n in enumerate(bad.sum(axis=0)) if n}
+    # Column by column: one float copy of every column at once is ~0.8 GB at 100 instruments.
+    rows_bad = np.zeros(len(frame), dtype=bool)
+    counts = {}
+    for column in [*spec.features, spec.target]:
+        bad = ~np.isfinite(frame[column].to_numpy(dtype="float64"))
+        if bad.any():
+            counts[column] = int(bad.sum())
+            rows_bad |= bad
+    if counts:
         raise TrainingDataError(
-            f"{spec.name}: {int(bad.any(axis=1).sum())} training rows hold NaN/inf "
-            f"(per column: {counts})"
+            f"{spec.name}: {int(rows_bad.sum())} training rows hold NaN/inf (per column: {counts})"
         )
 
 
@@ -115,16 +153,26 @@ def wrap_estimator(spec: ModelSpec) -> Any:
     return TransformedTargetRegressor(regressor=estimator, transformer=Pipeline(steps))
 
 
-def evenly_spaced(frame: pd.DataFrame, rows: int) -> pd.DataFrame:
-    return frame.iloc[np.unique(np.linspace(0, len(frame) - 1, rows).round().astype(int))]
+def fit_threads(estimator: Any) -> AbstractContextManager[Any]:
+    """The thread pools an estimator fits fastest on, measured at workload M (334k rows; the
+    model is the same: benchmarks/results/estimators.md). A histogram gradient booster takes
+    one OpenMP thread while OpenMP threads sleep between regions (OMP_WAIT_POLICY=PASSIVE,
+    process.py): waking a second one for each of its thousands of short regions costs more
+    than it brings (5.9 s against 7.9-12 s). The MLP takes one BLAS thread: its 256-row
+    batches are too small to share (0.8-1.0 s against 1.2-1.6 s)."""
+    inner = getattr(estimator, "regressor", estimator)
+    if isinstance(inner, MLPRegressor | MLPClassifier):
+        return threadpool_limits(1, user_api="blas")
+    boosters = (HistGradientBoostingRegressor, HistGradientBoostingClassifier)
+    if isinstance(inner, boosters) and os.environ.get("OMP_WAIT_POLICY", "").upper() == "PASSIVE":
+        return threadpool_limits(1, user_api="openmp")
+    return nullcontext()
 
 
-def cap_rows(train: pd.DataFrame, spec: ModelSpec) -> pd.DataFrame:
-    """Apply the spec's row cap deterministically (no random sampling: same data, same model)."""
-    cap = spec.max_train_rows
-    if cap is None or len(train) <= cap:
-        return train
-    return evenly_spaced(train, cap) if spec.row_sampling == "even" else train.iloc[-cap:]
+def fit_estimator(estimator: Any, x: np.ndarray, y: np.ndarray) -> Any:
+    """``estimator.fit(x, y)`` on the threads that fit it fastest (fit_threads)."""
+    with fit_threads(estimator):
+        return estimator.fit(x, y)
 
 
 @dataclass(frozen=True)
@@ -139,58 +187,102 @@ class Blocks:
     x_test: np.ndarray
     y_train: np.ndarray
     y_test: np.ndarray
+    instruments: tuple[str, ...] = ()  # every instrument of the frame split, sorted
 
 
 def split_blocks(
-    spec: ModelSpec, frame: pd.DataFrame, *, horizon: int, test_fraction: float
+    spec: ModelSpec,
+    frame: pd.DataFrame,
+    *,
+    horizon: int,
+    test_fraction: float,
+    plan: RowPlan | None = None,
 ) -> Blocks:
     """Past block to train on, later block to test on, ``horizon`` bars purged between them;
-    the scaler sees the training block only."""
-    if not frame["ts"].is_monotonic_increasing:  # read_training_frame already orders by time
-        frame = frame.sort_values(["ts", "inst_id"], kind="stable").reset_index(drop=True)
-    split = purged_split(
-        frame["ts"], frame["inst_id"], test_fraction=test_fraction, horizon=horizon
-    )
-    train = cap_rows(frame.iloc[split.train_index], spec)
-    test = frame.iloc[split.test_index]
-    if spec.max_test_rows is not None and len(test) > spec.max_test_rows:
-        test = evenly_spaced(test, spec.max_test_rows)  # an unbiased sample of the whole block
+    the scaler sees the training block only. With a ``plan`` (ml/row_plan.py), the frame holds
+    exactly the plan's rows in order, and the blocks are those the whole frame would give."""
+    if plan is None:
+        if not frame["ts"].is_monotonic_increasing:  # read_training_frame orders by time
+            frame = frame.sort_values(["ts", "inst_id"], kind="stable").reset_index(drop=True)
+        plan = plan_rows(
+            spec, frame["ts"], frame["inst_id"], horizon=horizon, test_fraction=test_fraction
+        )
+        train_at, test_at = plan.train_positions, plan.test_positions
+    else:
+        plan.check_fits(spec)
+        if len(frame) != len(plan.positions):
+            raise TrainingDataError(
+                f"{spec.name}: the row plan keeps {len(plan.positions)} rows, "
+                f"the frame read for it holds {len(frame)}"
+            )
+        train_at = np.arange(len(plan.train_positions))
+        test_at = np.arange(len(plan.train_positions), len(frame))
+    # Positions first, so only the kept rows are copied out of the frame.
+    train, test = frame.iloc[train_at], frame.iloc[test_at]
     features = list(spec.features)
-    scaler = StandardScaler().fit(train[features].to_numpy(dtype="float64"))
+    values = train[features].to_numpy(dtype="float64")
+    scaler = StandardScaler().fit(values)
     y_train, y_test = model_target(spec, train), model_target(spec, test)
     if spec.task == "classification":
         y_train, y_test = y_train.astype("int64"), y_test.astype("int64")
         if len(np.unique(y_train)) < 2:
             raise TrainingDataError(f"{spec.name}: training block has a single class")
     return Blocks(
-        split=split,
+        split=plan.split,
         train=train,
         test=test,
         scaler=scaler,
-        x_train=scaler.transform(train[features].to_numpy(dtype="float64")),
+        x_train=scaler.transform(values),
         x_test=scaler.transform(test[features].to_numpy(dtype="float64")),
         y_train=y_train,
         y_test=y_test,
+        instruments=plan.instruments,
     )
 
 
-def evaluate(
-    spec: ModelSpec, estimator: Any, blocks: Blocks, *, horizon: int
-) -> tuple[Evaluation, dict[str, float]]:
-    """Test metrics beside every naive rule on the same rows, the strongest rule named and
-    tested row by row; and the training metrics."""
-    predicted_test = estimator.predict(blocks.x_test)
-    predicted_train = estimator.predict(blocks.x_train)
+class Stopwatch:
+    """Wall seconds per named piece of a training, for TrainedModel.timings."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def piece(self, name: str) -> Iterator[None]:
+        started = time.perf_counter()
+        yield
+        self.seconds[name] = round(time.perf_counter() - started, 4)
+
+
+def train_metric_sample(estimator: Any, blocks: Blocks) -> np.ndarray:
+    """The training rows the train metrics are computed on: TRAIN_METRIC_ROWS evenly spaced
+    per instrument; a kernel machine gets the importance's budget of kernel evaluations."""
+    support = support_vector_count(estimator)
+    rows = TRAIN_METRIC_ROWS if support is None else KERNEL_EVALUATIONS // max(support, 1)
+    return even_positions(blocks.train["inst_id"].to_numpy(), max(rows, 2))
+
+
+def score_train(spec: ModelSpec, estimator: Any, blocks: Blocks) -> tuple[dict[str, float], int]:
+    """The training metrics, on the train_metric_sample; and how many rows that was."""
+    sample = train_metric_sample(estimator, blocks)
+    y_true, predicted = blocks.y_train[sample], estimator.predict(blocks.x_train[sample])
     if spec.task == "classification":
-        model = classification_metrics(blocks.y_test, predicted_test)
+        return classification_metrics(y_true, predicted), len(sample)
+    return regression_metrics(y_true, predicted), len(sample)
+
+
+def score_test(
+    spec: ModelSpec, estimator: Any, blocks: Blocks, predicted: np.ndarray, *, horizon: int
+) -> Evaluation:
+    """Test metrics beside every naive rule on the same rows, the strongest rule named and
+    tested row by row (``predicted``: the estimator's predictions of the test block)."""
+    if spec.task == "classification":
+        model = classification_metrics(blocks.y_test, predicted)
         if is_binary(estimator):
             model |= probability_metrics(
                 blocks.y_test, estimator.predict_proba(blocks.x_test)[:, 1]
             )
-        train_metrics = classification_metrics(blocks.y_train, predicted_train)
     else:
-        model = regression_metrics(blocks.y_test, predicted_test)
-        train_metrics = regression_metrics(blocks.y_train, predicted_train)
+        model = regression_metrics(blocks.y_test, predicted)
     rules = naive_rules(
         spec, train=blocks.train, test=blocks.test, y_train=blocks.y_train, y_test=blocks.y_test
     )
@@ -199,18 +291,17 @@ def evaluate(
     if strongest is None:
         raise TrainingDataError(f"{spec.name}: no baseline scores {spec.primary_metric}")
     comparison = diebold_mariano(
-        row_losses(spec.primary_metric, blocks.y_test, predicted_test),
+        row_losses(spec.primary_metric, blocks.y_test, predicted),
         rules[strongest].losses,
         overlap_lag(horizon, blocks.test["inst_id"].nunique()),
     )
-    evaluation = Evaluation(
+    return Evaluation(
         metrics=model,
         baselines=scores,
         primary_metric=spec.primary_metric,
         baseline_name=strongest,
         comparison=comparison,
     )
-    return evaluation, train_metrics
 
 
 def is_binary(estimator: Any) -> bool:
@@ -224,18 +315,32 @@ def train_model(
     *,
     horizon: int,
     test_fraction: float = DEFAULT_TEST_FRACTION,
+    plan: RowPlan | None = None,
 ) -> TrainedModel:
-    """Train on the past, test on the later block, purge ``horizon`` bars between them."""
+    """Train on the past, test on the later block, purge ``horizon`` bars between them.
+    ``plan``: the frame holds only the planned rows (read_planned_rows), same model."""
     check_training_frame(frame, spec)
     missing_baselines = [c for c in spec.baseline_columns if c not in frame.columns]
     if missing_baselines:
         raise TrainingDataError(f"{spec.name}: frame lacks baseline columns {missing_baselines}")
-    blocks = split_blocks(spec, frame, horizon=horizon, test_fraction=test_fraction)
+    watch = Stopwatch()
+    with watch.piece("split"):
+        blocks = split_blocks(spec, frame, horizon=horizon, test_fraction=test_fraction, plan=plan)
     estimator = clone(wrap_estimator(spec))
-    started = time.perf_counter()
-    estimator.fit(blocks.x_train, blocks.y_train)
-    train_seconds = time.perf_counter() - started
-    evaluation, train_metrics = evaluate(spec, estimator, blocks, horizon=horizon)
+    with watch.piece("fit"):
+        fit_estimator(estimator, blocks.x_train, blocks.y_train)
+    with watch.piece("predict_test"):
+        predicted = estimator.predict(blocks.x_test)
+    with watch.piece("test_metrics"):  # the rules, the strongest one's row-by-row test
+        evaluation = score_test(spec, estimator, blocks, predicted, horizon=horizon)
+    with watch.piece("train_metrics"):
+        train_metrics, metric_rows = score_train(spec, estimator, blocks)
+    with watch.piece("importance"):
+        importance = feature_importance(
+            estimator, spec.features, blocks.x_test, blocks.y_test, metric=spec.primary_metric
+        )
+    with watch.piece("reference"):
+        reference = build_reference(blocks.x_train, spec.features)
     return TrainedModel(
         spec=spec,
         estimator=estimator,
@@ -246,13 +351,13 @@ def train_model(
         train_rows=len(blocks.train),
         test_rows=len(blocks.test),
         data_window=(blocks.train["ts"].min(), blocks.test["ts"].max()),
-        feature_importances=feature_importance(
-            estimator, spec.features, blocks.x_test, blocks.y_test, metric=spec.primary_metric
-        ),
-        train_seconds=train_seconds,
-        instruments=tuple(sorted(frame["inst_id"].unique())),
+        feature_importances=importance,
+        train_seconds=watch.seconds["fit"],
+        instruments=blocks.instruments,
         naive_constants=naive_constants(spec, blocks.y_train),
-        reference=build_reference(blocks.x_train, spec.features),
+        reference=reference,
+        train_metric_rows=metric_rows,
+        timings=watch.seconds,
     )
 
 

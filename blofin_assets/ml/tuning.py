@@ -29,6 +29,7 @@ from sklearn.base import clone
 from sklearn.preprocessing import StandardScaler
 
 from blofin_assets.ml.metrics import LOWER_IS_BETTER, classification_metrics, regression_metrics
+from blofin_assets.ml.row_plan import cap_rows, evenly_spaced
 from blofin_assets.ml.search_spaces import (
     from_search_values,
     search_space,
@@ -41,9 +42,7 @@ from blofin_assets.ml.target_space import model_target
 from blofin_assets.ml.training import (
     DEFAULT_TEST_FRACTION,
     TrainingDataError,
-    cap_rows,
     check_training_frame,
-    evenly_spaced,
     wrap_estimator,
 )
 from blofin_assets.ml.walk_forward import walk_forward_folds

@@ -7,43 +7,79 @@ from typing import Any
 
 import duckdb
 import pandas as pd
+import pyarrow as pa
 
+from blofin_assets.ml.row_plan import RowPlan, plan_rows, spec_caps
+from blofin_assets.ml.specs import ModelSpec
 from blofin_assets.storage.connection import query_frame, registered
 from blofin_assets.storage.outcomes import OUTCOMES_TABLE
 from blofin_assets.storage.sql import quote_identifier, scalar, table_columns, table_exists
 
+# Above this share of the labelled rows a keyed read costs more than it saves.
+PLANNED_READ_SHARE = 0.9
+LABELLED_JOIN = "features f JOIN targets t USING (inst_id, ts)"
+TRAINING_ORDER = "ORDER BY ts, inst_id"
+
 
 def read_training_frame(
-    con: duckdb.DuckDBPyConnection, columns: Sequence[str] | None = None
+    con: duckdb.DuckDBPyConnection,
+    columns: Sequence[str] | None = None,
+    *,
+    keys: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """Labelled rows: features joined to targets on (inst_id, ts), in time order.
 
     Given ``columns`` (a model's own: its features, target, baselines), only those are read:
     each model step reads this frame, and the other targets' labels are a third of its width.
+    Given ``keys`` (inst_id, ts rows of read_training_keys, e.g. a row plan's), only those rows
+    are read, in the same order; a key with no labelled row is an error, not a shorter frame.
     """
+    select = _training_select(con, columns)
+    if keys is None:
+        return query_frame(con, f"SELECT {select} FROM {LABELLED_JOIN} {TRAINING_ORDER}")
+    wanted = pa.Table.from_pandas(keys[["inst_id", "ts"]], preserve_index=False)
+    # Each table narrowed to the planned keys before the join, so the join's hash table holds
+    # the planned rows, not every labelled row's target columns.
+    planned = "SEMI JOIN planned_keys k USING (inst_id, ts)"
+    with registered(con, "planned_keys", wanted):
+        frame = query_frame(
+            con,
+            f"SELECT {select} FROM (SELECT * FROM features {planned}) f "
+            f"JOIN (SELECT * FROM targets {planned}) t USING (inst_id, ts) {TRAINING_ORDER}",
+        )
+    if len(frame) != len(keys):
+        raise ValueError(
+            f"{len(keys)} planned training rows, {len(frame)} found in features/targets: "
+            "the tables changed between the key read and the row read"
+        )
+    return frame
+
+
+def read_training_keys(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
+    """(inst_id, ts) of every labelled row, in read_training_frame's order: all a row plan
+    (ml/row_plan.py) needs, a fraction of the wide read."""
+    return query_frame(con, f"SELECT inst_id, ts FROM {LABELLED_JOIN} {TRAINING_ORDER}")
+
+
+def _training_select(con: duckdb.DuckDBPyConnection, columns: Sequence[str] | None) -> str:
     stored = {table: table_columns(con, table) for table in ("features", "targets")}
     for table, stored_columns in stored.items():
         if not stored_columns:
             raise ValueError(f"table {table!r} does not exist yet: materialize it first")
     if columns is None:
-        select = "f.*, t.* EXCLUDE (inst_id, ts)"
-    else:
-        missing = [c for c in columns if c not in stored["features"] and c not in stored["targets"]]
-        if missing:
-            raise ValueError(
-                f"features/targets tables lack {len(missing)} column(s) the model needs: "
-                f"{missing}; rematerialize features and targets"
-            )
-        select = ", ".join(
-            # inst_id and ts are the join keys (USING): unqualified, once.
-            quote_identifier(c)
-            if c in ("inst_id", "ts")
-            else f"{'f' if c in stored['features'] else 't'}.{quote_identifier(c)}"
-            for c in dict.fromkeys(["inst_id", "ts", *columns])
+        return "f.*, t.* EXCLUDE (inst_id, ts)"
+    missing = [c for c in columns if c not in stored["features"] and c not in stored["targets"]]
+    if missing:
+        raise ValueError(
+            f"features/targets tables lack {len(missing)} column(s) the model needs: "
+            f"{missing}; rematerialize features and targets"
         )
-    return query_frame(
-        con,
-        f"SELECT {select} FROM features f JOIN targets t USING (inst_id, ts) ORDER BY ts, inst_id",
+    return ", ".join(
+        # inst_id and ts are the join keys (USING): unqualified, once.
+        quote_identifier(c)
+        if c in ("inst_id", "ts")
+        else f"{'f' if c in stored['features'] else 't'}.{quote_identifier(c)}"
+        for c in dict.fromkeys(["inst_id", "ts", *columns])
     )
 
 
@@ -116,3 +152,29 @@ def label_balance(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
         "direction_up_share": float(up_share) if up_share is not None else float("nan"),
         "momentum_class_shares": {str(k): round(float(v), 4) for k, v in shares},
     }
+
+
+def read_model_rows(
+    con: duckdb.DuckDBPyConnection,
+    spec: ModelSpec,
+    columns: Sequence[str],
+    *,
+    horizon: int,
+    test_fraction: float,
+) -> tuple[pd.DataFrame, RowPlan | None]:
+    """A model's training frame and, for a spec with row caps, its row plan: the keys of every
+    labelled row are read, the split and caps planned on them, and only the planned rows'
+    ``columns`` are read (``train_model(spec, frame, plan=plan)`` is then the model the whole
+    frame gives). A spec without caps, or whose caps keep nearly every row, reads everything
+    at once and returns no plan (train_model plans on the frame itself: the same rows)."""
+    if spec_caps(spec) == (None, spec.row_sampling, None):
+        return read_training_frame(con, columns), None
+    keys = read_training_keys(con)
+    if keys.empty:
+        raise ValueError("features and targets share no labelled row yet: nothing to train on")
+    plan = plan_rows(
+        spec, keys["ts"], keys["inst_id"], horizon=horizon, test_fraction=test_fraction
+    )
+    if len(plan.positions) > PLANNED_READ_SHARE * len(keys):  # the caps keep nearly all
+        return read_training_frame(con, columns), None
+    return read_training_frame(con, columns, keys=keys.iloc[plan.positions]), plan

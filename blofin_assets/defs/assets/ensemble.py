@@ -84,6 +84,8 @@ def build_ensemble_asset(
     ) -> MaterializeResult:
         with warehouse.connect(read_only=True) as con:
             inputs = read_training_inputs(con, spec, settings)
+        if inputs.plan is not None:  # the stacker learns from every member's test rows
+            raise ValueError(f"{spec.name} has row caps: the ensemble trains on every row")
         store = model_store.store()
         members = [
             member_of(load_served(name, store.root, duckdb_path=warehouse.path))

@@ -33,11 +33,12 @@ from blofin_assets.ml import report
 from blofin_assets.ml.gates import REGRESSION_HISTORY
 from blofin_assets.ml.importance import importance_chart_png, importance_markdown
 from blofin_assets.ml.publish import PublishedModel, target_definition, train_and_publish
+from blofin_assets.ml.row_plan import RowPlan
 from blofin_assets.ml.specs import ModelSpec
-from blofin_assets.ml.training import training_columns
+from blofin_assets.ml.training import DEFAULT_TEST_FRACTION, training_columns
 from blofin_assets.storage.candles import candle_sources, newest_candle_ts
 from blofin_assets.storage.results import promoted_skills
-from blofin_assets.storage.training_rows import read_training_frame
+from blofin_assets.storage.training_rows import read_model_rows
 from blofin_assets.storage.tuning import params_in_force
 from blofin_assets.storage.warehouse import check_clock
 
@@ -121,6 +122,7 @@ class TrainingInputs:
     """What a model step reads before it trains, in one read-only connection."""
 
     frame: pd.DataFrame
+    plan: RowPlan | None  # the frame holds only the planned rows (storage.read_model_rows)
     data_until: pd.Timestamp
     history: list[float]
     sources: list[str]
@@ -131,8 +133,16 @@ def read_training_inputs(
 ) -> TrainingInputs:
     # A models-only run as of an earlier time must not train on bars after its now.
     check_clock(con, now=settings.now(), bar=settings.bar_delta(), as_of=settings.as_of)
+    frame, plan = read_model_rows(
+        con,
+        spec,
+        training_columns(spec),
+        horizon=settings.horizon,
+        test_fraction=DEFAULT_TEST_FRACTION,
+    )
     return TrainingInputs(
-        frame=read_training_frame(con, training_columns(spec)),
+        frame=frame,
+        plan=plan,
         data_until=newest_candle_ts(con, settings.market().instrument_list()),
         history=promoted_skills(
             con, spec.name, target_definition(spec, settings.horizon), REGRESSION_HISTORY
@@ -189,6 +199,7 @@ def build_model_asset(spec: ModelSpec) -> AssetsDefinition:
         published = train_and_publish(
             spec.with_params(in_force.params),
             inputs.frame,
+            plan=inputs.plan,
             store=model_store.store(),
             horizon=settings.horizon,
             promoted_skills=inputs.history,
