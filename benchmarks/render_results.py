@@ -123,16 +123,66 @@ def skill_table(summaries: list[dict[str, Any]]) -> str:
 
 def goals_table(summaries: list[dict[str, Any]], scaling: list[dict[str, Any]]) -> str:
     rows = [[label(s), goal, verdict] for s in summaries for goal, verdict in s["goals"].items()]
-    rows += [
-        [
-            "S vs M",
-            f"time(M)/time(S) = {x['time_ratio_M_over_S']} <= rows(M)/rows(S) = "
-            f"{x['row_ratio_M_over_S']}",
-            x["goal"],
-        ]
-        for x in scaling
-    ]
+    rows += [scaling_row(x) for x in scaling]
     return table(["run set", "goal", "verdict"], rows)
+
+
+def scaling_row(line: dict[str, Any]) -> list[str]:
+    """A scaling line: the S-to-M form of the sets before W, or any pair since."""
+    if "time_ratio_M_over_S" in line:
+        return [
+            "S vs M",
+            f"time(M)/time(S) = {line['time_ratio_M_over_S']} <= rows(M)/rows(S) = "
+            f"{line['row_ratio_M_over_S']}",
+            line["goal"],
+        ]
+    small, large, metric = line["smaller"], line["larger"], line["metric"]
+    return [
+        f"{small} vs {large}",
+        f"{metric}: time({large})/time({small}) = {line['time_ratio']} <= {line['limit']} "
+        f"(rows x{line['row_ratio']})",
+        line["goal"],
+    ]
+
+
+def steps_table(summary: dict[str, Any]) -> str:
+    """Every step of one summary: seconds and peak RSS in the first build and the hourly run,
+    and for a model step its fit and the step's multiple of it."""
+    models = summary.get("models", {})
+    first, hourly = summary.get("step_seconds", {}), summary.get("hourly_step_seconds", {})
+    peaks = summary.get("step_peak_rss_mb", {})
+    hourly_peaks = summary.get("hourly_step_peak_rss_mb", {})
+    cpu, hourly_cpu = (
+        summary.get("step_cpu_seconds", {}),
+        summary.get("hourly_step_cpu_seconds", {}),
+    )
+    rows = []
+    for step in sorted(first, key=lambda key: -first[key]):
+        model = models.get(step, {})
+
+        def fit(prefix: str, model: dict[str, Any] = model) -> str:
+            if model.get(f"{prefix}train_seconds") is None:
+                return ""
+            ratio = model.get(f"{prefix}step_over_fit")
+            multiple = "" if ratio is None else f" (x{ratio:.2f})"  # lines before W had none
+            return f"{model[f'{prefix}train_seconds']:.2f}{multiple}"
+
+        rows.append(
+            [
+                f"`{step}`",
+                number(first[step], 2),
+                number(cpu.get(step, ""), 1),
+                fit(""),
+                number(peaks.get(step, ""), 0),
+                number(hourly.get(step, "n/a"), 2),
+                number(hourly_cpu.get(step, ""), 1),
+                fit("hourly_"),
+                number(hourly_peaks.get(step, ""), 0),
+            ]
+        )
+    header = ["step", "first build s", "CPU s", "fit s (step/fit)", "peak RSS MB", "hourly s",
+              "hourly CPU s", "hourly fit s (step/fit)", "hourly peak RSS MB"]  # fmt: skip
+    return table(header, rows)
 
 
 def runs_table(runs: list[dict[str, Any]]) -> str:
@@ -150,14 +200,20 @@ def runs_table(runs: list[dict[str, Any]]) -> str:
             number(r.get("hourly_run_seconds", "n/a")),
             number(r.get("hourly_features_targets_seconds", "n/a"), 3),
             number(r["incremental_run_seconds"], 2),
-            f"{r['loadavg_before'][0]:.1f} / {r['loadavg_after'][0]:.1f}",
+            " / ".join(f"{load:.1f}" for load in loads(r)),
         ]
         for r in runs
     ]
     header = ["workload", "executor", "run s", "CPU s", "peak RSS MB", "tree RSS MB",
               "overhead s", "hourly run s", "hourly f+t s", "incremental s",
-              "load before / after"]  # fmt: skip
+              "1-min load: before / (first, hourly, incremental) / after"]  # fmt: skip
     return table(header, rows)
+
+
+def loads(run: dict[str, Any]) -> list[float]:
+    """1-minute load averages of a run line, in time order (lines before W had two)."""
+    at_start = run.get("loadavg_at_start") or {}
+    return [run["loadavg_before"][0], *(v[0] for v in at_start.values()), run["loadavg_after"][0]]
 
 
 def group_key(record: dict[str, Any]) -> tuple[str, str, str]:
@@ -196,6 +252,10 @@ def main(paths: list[str]) -> None:
     print(goals_table(summaries, scaling))
     print("\n### Model quality (test metric vs baseline, median over runs)\n")
     print(skill_table(summaries))
+    for summary in summaries:
+        if summary.get("step_seconds"):
+            print(f"\n### Every step: {label(summary)}\n")
+            print(steps_table(summary))
     print("\n### Every run\n")
     print(runs_table(runs))
 

@@ -32,11 +32,15 @@ Workloads (``harness/workloads.py``):
 * L: 10 instruments x 365 days of 5m bars, lookback = training = 365 days;
 * H: 10 instruments x 365 days of 1m bars but the default 30-day training window: a trader
   who kept a year of history. The models see what they see at M; what grows is the stored
-  history every hourly step has to reckon with.
+  history every hourly step has to reckon with;
+* W: 100 instruments x 30 days of 1m bars (4.32 M candles): the whole market, M's ten and 90
+  more, lookback = training = 30 days.
 
 Output: one JSON line per run (``"kind": "run"``, fields described in ``harness/record.py``),
 then per workload one summary line (``"kind": "summary"``) with the medians over the repeats
-and PASS/FAIL against the benchmark goals (goals, never test assertions). The lines go to
+(every step's seconds and peak RSS; each model step beside its fit) and PASS/FAIL against the
+benchmark goals (goals, never test assertions), then a ``"kind": "scaling"`` line for each pair
+of workloads that has a scaling goal (S->M, M->W hourly). The lines go to
 stdout and to a raw file: ``--jsonl FILE``, or by default a new file under
 ``benchmarks/results/raw/`` (ignored by git). Dagster's own logs go to a file in the run's temp
 dir; a failed run keeps its temp dir and prints the log's path. ``--keep`` keeps the temp dirs
@@ -55,7 +59,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.output import Lines, raw_path
-from harness.summary import machine, scaling_goal, summarize
+from harness.summary import machine, scaling_goals, summarize
 from harness.workloads import REPO, WORKLOADS, export_candles
 
 
@@ -147,8 +151,7 @@ def main(argv: list[str] | None = None) -> None:
             out.emit(record)
         summaries[workload] = summarize(records)
         out.emit(summaries[workload])
-    scaling = scaling_goal(summaries)
-    if scaling:
+    for scaling in scaling_goals(summaries):
         out.emit(scaling)
     sys.stderr.write(f"raw lines: {out.path}\n")
 

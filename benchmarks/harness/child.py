@@ -83,6 +83,11 @@ def observed(instance: Any, run_id: str, seconds: float) -> Observed:
     )
 
 
+def load_now() -> list[float]:
+    """The machine's 1/5/15-minute load averages: a shared box shows here how busy it was."""
+    return [round(x, 2) for x in os.getloadavg()]
+
+
 def advance_clock(hours: int) -> None:
     """Move the frozen clock to FROZEN_NOW + `hours` schedule periods."""
     import pandas as pd
@@ -105,12 +110,15 @@ def measure(args: argparse.Namespace) -> Measured:
     build_definitions().resolve_job_def("hourly_training")
     definitions_seconds = time.perf_counter() - started
 
+    loadavg: dict[str, list[float]] = {}
     with DagsterInstance.get() as instance:
+        # RSS is sampled (with times, for per-step peaks) through the first build and the
+        # hourly run; the machine's load is read as each run starts.
         sampler, collections = TreeSampler(), FullCollections()
         sampler.start()
         collections.start()
+        loadavg["first_build"] = load_now()
         run_id, seconds = timed(args, instance, None)
-        sampler.stop()
         first = observed(instance, run_id, seconds)
         processes = pid_count(instance, run_id)
 
@@ -120,12 +128,15 @@ def measure(args: argparse.Namespace) -> Measured:
         # above inside its own steps.
         advance_clock(1)
         collections.collect_unwatched()
+        loadavg["hourly"] = load_now()
         hourly = observed(instance, *timed(args, instance, None))
         collections.stop()
+        sampler.stop()
 
         # The hour after that, candles only: the incremental ingest on its own.
         advance_clock(2)
         gc.collect()  # as above; pauses are no longer watched here
+        loadavg["incremental"] = load_now()
         incremental = observed(instance, *timed(args, instance, ["candles"]))
     return Measured(
         import_seconds=import_seconds,
@@ -137,4 +148,5 @@ def measure(args: argparse.Namespace) -> Measured:
         sampler=sampler,
         collections=collections,
         model_names=[spec.name for spec in MODEL_SPECS],
+        loadavg=loadavg,
     )

@@ -60,7 +60,11 @@ class FullCollections:
 
 class TreeSampler(threading.Thread):
     """Samples the RSS of this process and all its descendants (step processes of the
-    multiprocess executor, forkserver grandchildren included) every `interval` seconds."""
+    multiprocess executor, forkserver grandchildren included) every `interval` seconds.
+
+    Each sample is kept with its epoch time, so a step's peak is the largest sample inside the
+    step's [start, end] (``peak_between``): ru_maxrss only says the whole process's peak.
+    """
 
     def __init__(self, interval: float = 0.2) -> None:
         super().__init__(daemon=True)
@@ -68,7 +72,22 @@ class TreeSampler(threading.Thread):
         self.peak_total_mb = 0.0
         self.peak_single_mb = 0.0
         self.pids: set[int] = set()
+        self.samples: list[tuple[float, float, float]] = []  # (epoch s, tree RSS MB, CPU s)
         self._stop_event = threading.Event()
+
+    def peak_between(self, start: float, end: float) -> float | None:
+        """Largest tree RSS sampled in [start, end] (epoch s); None if no sample fell there."""
+        inside = [rss for at, rss, _ in self.samples if start <= at <= end]
+        return round(max(inside), 1) if inside else None
+
+    def cpu_between(self, start: float, end: float) -> float | None:
+        """CPU seconds (user + system, the whole tree) spent between the samples nearest
+        [start, end]: on a shared machine a step's CPU varies less than its wall time."""
+        before = [cpu for at, _, cpu in self.samples if at <= start]
+        until = [cpu for at, _, cpu in self.samples if at <= end]
+        if not before or not until:
+            return None
+        return round(until[-1] - before[-1], 2)
 
     def run(self) -> None:
         import psutil
@@ -79,16 +98,19 @@ class TreeSampler(threading.Thread):
                 processes = [me, *me.children(recursive=True)]
             except psutil.Error:
                 continue
-            total = 0.0
+            total, cpu = 0.0, 0.0
             for process in processes:
                 try:
                     rss = process.memory_info().rss / 2**20
+                    times = process.cpu_times()
                 except psutil.Error:
                     continue
                 self.pids.add(process.pid)
                 total += rss
+                cpu += times.user + times.system
                 self.peak_single_mb = max(self.peak_single_mb, rss)
             self.peak_total_mb = max(self.peak_total_mb, total)
+            self.samples.append((time.time(), total, cpu))
 
     def stop(self) -> None:
         self._stop_event.set()

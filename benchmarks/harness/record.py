@@ -21,6 +21,14 @@ The record's fields (one JSON line, ``"kind": "run"``):
   processes) and of ``peak_rss_sampled_tree_sum_mb``: the largest sum of RSS over the process
   and all its descendants (forkserver step processes too), sampled every 0.2 s; shared pages
   count once per process, so it over-states.
+* ``step_peak_rss_mb`` / ``hourly_step_peak_rss_mb``: per step, the largest RSS of the process
+  tree sampled (every 0.2 s) while the step ran; a step shorter than the interval has none.
+  ``step_cpu_seconds`` / ``hourly_step_cpu_seconds``: the tree's CPU seconds over the step
+  (from the same samples): on a loaded machine they move less than the wall seconds.
+* ``models`` / ``hourly_models``: per model its fit (``train_seconds``, the step's own
+  metadata), the step's wall seconds and ``step_over_fit``, their ratio (goal <= 1.3).
+* ``loadavg_before`` / ``loadavg_after``: the machine's load averages around the whole child;
+  ``loadavg_at_start``: as each of the three runs started (a loaded measurement shows here).
 * ``cpu_seconds_process_total``: user + system CPU of the run process and its waited-for
   children (not of forkserver grandchildren); compare it with the wall time on a busy box.
 * ``gc_full_*``: full (generation 2) garbage collections in the run process during the first
@@ -62,6 +70,18 @@ class Observed:
     def step_durations(self) -> dict[str, float]:
         return {key: round(s["end"] - s["start"], 3) for key, s in sorted(self.steps.items())}
 
+    def step_peaks(self, sampler: TreeSampler) -> dict[str, float | None]:
+        """Per step: the largest RSS sampled while it ran (None: shorter than one sample)."""
+        return {
+            key: sampler.peak_between(s["start"], s["end"]) for key, s in sorted(self.steps.items())
+        }
+
+    def step_cpu(self, sampler: TreeSampler) -> dict[str, float | None]:
+        """Per step: CPU seconds of the process tree while it ran (to one sample, 0.2 s)."""
+        return {
+            key: sampler.cpu_between(s["start"], s["end"]) for key, s in sorted(self.steps.items())
+        }
+
 
 @dataclass
 class Measured:
@@ -76,6 +96,7 @@ class Measured:
     sampler: TreeSampler
     collections: FullCollections
     model_names: list[str]
+    loadavg: dict[str, list[float]]  # run -> os.getloadavg() as it started
 
 
 def rate(rows: int, seconds: float) -> float:
@@ -141,6 +162,8 @@ def first_build(measured: Measured) -> dict[str, Any]:
             name: model_summary(metadata[name], run.step_seconds(name))
             for name in measured.model_names
         },
+        "step_peak_rss_mb": run.step_peaks(measured.sampler),
+        "step_cpu_seconds": run.step_cpu(measured.sampler),
         "step_sum_seconds": round(sum(s["end"] - s["start"] for s in steps.values()), 3),
         "dagster_overhead_seconds": round(run.seconds - covered, 3),
         "overhead_share": round((run.seconds - covered) / run.seconds, 4),
@@ -187,6 +210,8 @@ def hourly_run(measured: Measured) -> dict[str, Any]:
     return {
         "hourly_run_seconds": round(run.seconds, 3),
         "hourly_steps": run.step_durations(),
+        "hourly_step_peak_rss_mb": run.step_peaks(measured.sampler),
+        "hourly_step_cpu_seconds": run.step_cpu(measured.sampler),
         "hourly_features_targets_seconds": round(derived_s, 3),
         "hourly_features_targets_window_rows_per_s": rate(window, derived_s),
         "hourly_candles_read_by_features": int(metadata["features"]["candles_read"]),
@@ -230,6 +255,7 @@ def run_record(
         "cpu_seconds_process_total": round(usage.cpu_seconds, 1),
         "loadavg_before": [round(x, 2) for x in loadavg[0]],
         "loadavg_after": [round(x, 2) for x in loadavg[1]],
+        "loadavg_at_start": measured.loadavg,
         "run_id": measured.first.run_id,
         "tmp_dir": str(root),
     }

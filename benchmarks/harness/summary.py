@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.dagster_runs import DERIVED, PHASE_RUNS, PHASES
-from harness.workloads import FEATURES_TARGETS_GOAL, GOALS
+from harness.workloads import FEATURES_TARGETS_GOAL, GOALS, SCALING_GOALS, STEP_OVER_FIT_GOAL
 
 Record = dict[str, Any]
 
@@ -70,14 +70,22 @@ def phase_medians(records: list[Record]) -> dict[str, dict[str, dict[str, float]
 
 
 def model_medians(records: list[Record]) -> dict[str, dict[str, Any]]:
-    """Per model: median fit seconds, test metric, baseline and skill; every status seen."""
+    """Per model: median fit and step seconds and their ratio (first build, and hourly run
+    where the lines have it), test metric, baseline and skill; every status seen."""
 
-    def of(name: str, field: str) -> float:
-        return median([r["models"][name][field] for r in records])
+    def of(name: str, field: str, run: str = "models") -> float | None:
+        values = [r[run][name].get(field) for r in records if run in r]
+        values = [v for v in values if v is not None]
+        return median(values) if values else None
 
     return {
         name: {
             "train_seconds": of(name, "train_seconds"),
+            "step_seconds": of(name, "step_seconds"),
+            "step_over_fit": of(name, "step_over_fit"),
+            "hourly_train_seconds": of(name, "train_seconds", "hourly_models"),
+            "hourly_step_seconds": of(name, "step_seconds", "hourly_models"),
+            "hourly_step_over_fit": of(name, "step_over_fit", "hourly_models"),
             "primary_metric": records[0]["models"][name]["primary_metric"],
             "primary_value": of(name, "primary_value"),
             "baseline_value": of(name, "baseline_value"),
@@ -86,6 +94,15 @@ def model_medians(records: list[Record]) -> dict[str, dict[str, Any]]:
         }
         for name in records[0]["models"]
     }
+
+
+def step_medians(records: list[Record], field: str) -> dict[str, float]:
+    """Median per step key of a per-step field (seconds, peak RSS); steps without a value in
+    a line (shorter than one RSS sample, or lines from before the field) are left out."""
+    keys = dict.fromkeys(key for r in records for key in r.get(field) or {})
+    found = {key: [r[field][key] for r in records if (r.get(field) or {}).get(key) is not None]
+             for key in keys}  # fmt: skip
+    return {key: median(values) for key, values in found.items() if values}
 
 
 def goal_verdicts(summary: Record) -> dict[str, str]:
@@ -98,6 +115,13 @@ def goal_verdicts(summary: Record) -> dict[str, str]:
     for key in RATE_GOALS:
         passed = summary[key] >= FEATURES_TARGETS_GOAL
         goals[f"{key} >= {FEATURES_TARGETS_GOAL:g}"] = "PASS" if passed else "FAIL"
+    for name, model in summary["models"].items():
+        ratio = model.get("hourly_step_over_fit")
+        if ratio is not None:
+            passed = ratio <= STEP_OVER_FIT_GOAL
+            goals[f"hourly {name} step/fit <= {STEP_OVER_FIT_GOAL:g}"] = (
+                "PASS" if passed else "FAIL"
+            )
     return goals
 
 
@@ -118,10 +142,16 @@ def summarize(records: list[Record]) -> Record:
             for name in first["asset_seconds"]
         },
         "check_seconds": median([r["check_seconds"] for r in records]),
+        "step_seconds": step_medians(records, "steps"),
+        "hourly_step_seconds": step_medians(records, "hourly_steps"),
+        "step_peak_rss_mb": step_medians(records, "step_peak_rss_mb"),
+        "hourly_step_peak_rss_mb": step_medians(records, "hourly_step_peak_rss_mb"),
+        "step_cpu_seconds": step_medians(records, "step_cpu_seconds"),
+        "hourly_step_cpu_seconds": step_medians(records, "hourly_step_cpu_seconds"),
         "models": model_medians(records),
         **phase_medians(records),
         "run_seconds_all": [r["run_seconds"] for r in records],
-        "max_loadavg_1m": max(max(r["loadavg_before"][0], r["loadavg_after"][0]) for r in records),
+        "max_loadavg_1m": max(max(loads_1m(r)) for r in records),
     }
     if "code" in first:  # runs of another checkout, labelled by hand
         summary["code"] = first["code"]
@@ -129,18 +159,37 @@ def summarize(records: list[Record]) -> Record:
     return summary
 
 
-def scaling_goal(summaries: dict[str, Record]) -> Record | None:
-    """time(M)/time(S) <= rows(M)/rows(S), when both ran in this invocation."""
-    if "S" not in summaries or "M" not in summaries:
-        return None
-    time_ratio = summaries["M"]["run_seconds"] / summaries["S"]["run_seconds"]
-    row_ratio = summaries["M"]["rows"] / summaries["S"]["rows"]
-    return {
-        "kind": "scaling",
-        "time_ratio_M_over_S": round(time_ratio, 3),
-        "row_ratio_M_over_S": round(row_ratio, 3),
-        "goal": "PASS" if time_ratio <= row_ratio else "FAIL",
-    }
+def loads_1m(record: Record) -> list[float]:
+    """Every 1-minute load average a run line carries (around the child, at each run)."""
+    at_start = record.get("loadavg_at_start") or {}
+    return [record["loadavg_before"][0], record["loadavg_after"][0]] + [
+        load[0] for load in at_start.values()
+    ]
+
+
+def scaling_goals(summaries: dict[str, Record]) -> list[Record]:
+    """time(larger)/time(smaller) against its limit (the row ratio where SCALING_GOALS says
+    None), for each pair of SCALING_GOALS that ran in this invocation."""
+    lines = []
+    for smaller, larger, metric, limit in SCALING_GOALS:
+        if smaller not in summaries or larger not in summaries:
+            continue
+        time_ratio = summaries[larger][metric] / summaries[smaller][metric]
+        row_ratio = summaries[larger]["rows"] / summaries[smaller]["rows"]
+        bound = row_ratio if limit is None else limit
+        lines.append(
+            {
+                "kind": "scaling",
+                "smaller": smaller,
+                "larger": larger,
+                "metric": metric,
+                "time_ratio": round(time_ratio, 3),
+                "row_ratio": round(row_ratio, 3),
+                "limit": round(bound, 3),
+                "goal": "PASS" if time_ratio <= bound else "FAIL",
+            }
+        )
+    return lines
 
 
 def machine() -> Record:
