@@ -303,6 +303,28 @@ def test_seeded_two_trainings_give_the_same_probabilities(on_signal) -> None:
     assert again.evaluation.metrics == fit.trained.evaluation.metrics
 
 
+def test_max_rows_stacks_an_even_sample_still_out_of_fold(on_signal) -> None:
+    """At 100 instruments every member would predict every eligible row (a kernel member
+    costs each row all its support vectors): ``max_rows`` keeps an even sample per instrument,
+    in time order, and the guard still holds on every fit."""
+    fit, members, rows = on_signal
+    eligible = len(fit.stacking)
+    cap = eligible // 3
+    spec = spec_for(members)
+    capped = stack_ensemble(
+        spec.with_params({**spec.params, "max_rows": cap}), rows, members, horizon=H
+    )
+    assert len(capped.stacking) == cap
+    assert capped.stacking["ts"].is_monotonic_increasing
+    kept = capped.stacking["inst_id"].value_counts()
+    share = fit.stacking["inst_id"].value_counts() / eligible
+    assert (abs(kept / cap - share.loc[kept.index]) < 0.01).all()
+    assert capped.trained.test_rows < fit.trained.test_rows
+    for fitted in capped.fitted_rows:
+        assert_out_of_fold(fitted, capped.frame, members, horizon=H)
+    assert ENSEMBLE_SPEC.params["max_rows"] > eligible  # the default binds only on big markets
+
+
 def test_members_must_be_the_ones_the_spec_names(on_signal) -> None:
     _, members, rows = on_signal
     with pytest.raises(ValueError, match="params name"):

@@ -185,10 +185,20 @@ class StackedDirection(ClassifierMixin, BaseEstimator):
     member its own columns through the member's own scaler. ``with_members`` attaches the
     fitted members, ``stacker_`` is the fitted second level."""
 
-    def __init__(self, C: float = 1.0, members: Sequence[str] = (), n_folds: int = 3) -> None:
+    def __init__(
+        self,
+        C: float = 1.0,
+        members: Sequence[str] = (),
+        n_folds: int = 3,
+        max_rows: int | None = None,
+    ) -> None:
         self.C = C
         self.members = members
         self.n_folds = n_folds
+        # At most this many eligible rows, evenly spaced per instrument, are stacked: every
+        # member predicts each of them, and a kernel member's prediction costs each row all
+        # its support vectors (ensemble.eligible_rows).
+        self.max_rows = max_rows
 
     def with_members(
         self, members: Sequence[Member], input_scaler: StandardScaler, features: Sequence[str]
