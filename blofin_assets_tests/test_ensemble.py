@@ -325,6 +325,19 @@ def test_max_rows_stacks_an_even_sample_still_out_of_fold(on_signal) -> None:
     assert ENSEMBLE_SPEC.params["max_rows"] > eligible  # the default binds only on big markets
 
 
+def test_rows_from_the_earliest_members_train_end_on_give_the_same_ensemble(on_signal) -> None:
+    """The asset reads only rows from the earliest member's train_end on: all the stacker and
+    its guard need, so the ensemble is the one the whole frame gives."""
+    fit, members, rows = on_signal
+    since = min(pd.Timestamp(m.train_end) for m in members)
+    later = rows[rows["ts"] >= since]
+    assert len(later) < len(rows)
+    again = stack_ensemble(spec_for(members), later, members, horizon=H)
+    pd.testing.assert_frame_equal(again.stacking, fit.stacking)
+    assert again.trained.evaluation.metrics == fit.trained.evaluation.metrics
+    assert again.trained.evaluation.baselines == fit.trained.evaluation.baselines
+
+
 def test_members_must_be_the_ones_the_spec_names(on_signal) -> None:
     _, members, rows = on_signal
     with pytest.raises(ValueError, match="params name"):

@@ -26,6 +26,7 @@ def read_training_frame(
     columns: Sequence[str] | None = None,
     *,
     keys: pd.DataFrame | None = None,
+    since: pd.Timestamp | None = None,
 ) -> pd.DataFrame:
     """Labelled rows: features joined to targets on (inst_id, ts), in time order.
 
@@ -33,10 +34,17 @@ def read_training_frame(
     each model step reads this frame, and the other targets' labels are a third of its width.
     Given ``keys`` (inst_id, ts rows of read_training_keys, e.g. a row plan's), only those rows
     are read, in the same order; a key with no labelled row is an error, not a shorter frame.
+    Given ``since``, only rows at or after it (the ensemble learns from its members' later
+    bars only).
     """
     select = _training_select(con, columns)
     if keys is None:
-        return query_frame(con, f"SELECT {select} FROM {LABELLED_JOIN} {TRAINING_ORDER}")
+        where, params = ("WHERE ts >= ?", [since]) if since is not None else ("", [])
+        return query_frame(
+            con, f"SELECT {select} FROM {LABELLED_JOIN} {where} {TRAINING_ORDER}", params
+        )
+    if since is not None:
+        raise ValueError("give keys or since, not both")
     wanted = pa.Table.from_pandas(keys[["inst_id", "ts"]], preserve_index=False)
     # Each table narrowed to the planned keys before the join, so the join's hash table holds
     # the planned rows, not every labelled row's target columns.

@@ -38,7 +38,7 @@ from blofin_assets.ml.specs import ModelSpec
 from blofin_assets.ml.training import DEFAULT_TEST_FRACTION, training_columns
 from blofin_assets.storage.candles import candle_sources, newest_candle_ts
 from blofin_assets.storage.results import promoted_skills
-from blofin_assets.storage.training_rows import read_model_rows
+from blofin_assets.storage.training_rows import read_model_rows, read_training_frame
 from blofin_assets.storage.tuning import params_in_force
 from blofin_assets.storage.warehouse import check_clock
 
@@ -129,17 +129,26 @@ class TrainingInputs:
 
 
 def read_training_inputs(
-    con: duckdb.DuckDBPyConnection, spec: ModelSpec, settings: BlofinSettings
+    con: duckdb.DuckDBPyConnection,
+    spec: ModelSpec,
+    settings: BlofinSettings,
+    *,
+    since: pd.Timestamp | None = None,
 ) -> TrainingInputs:
+    """``since``: only labelled rows from then on, whole (the ensemble's members' later bars);
+    otherwise the model's planned rows (storage.read_model_rows)."""
     # A models-only run as of an earlier time must not train on bars after its now.
     check_clock(con, now=settings.now(), bar=settings.bar_delta(), as_of=settings.as_of)
-    frame, plan = read_model_rows(
-        con,
-        spec,
-        training_columns(spec),
-        horizon=settings.horizon,
-        test_fraction=DEFAULT_TEST_FRACTION,
-    )
+    if since is not None:
+        frame, plan = read_training_frame(con, training_columns(spec), since=since), None
+    else:
+        frame, plan = read_model_rows(
+            con,
+            spec,
+            training_columns(spec),
+            horizon=settings.horizon,
+            test_fraction=DEFAULT_TEST_FRACTION,
+        )
     return TrainingInputs(
         frame=frame,
         plan=plan,
