@@ -18,6 +18,7 @@ from threadpoolctl import threadpool_info
 
 from blofin_assets.ml.importance import KERNEL_EVALUATIONS, support_vector_count
 from blofin_assets.ml.metrics import classification_metrics, regression_metrics
+from blofin_assets.ml.publish import model_metadata
 from blofin_assets.ml.row_plan import cap_rows, even_positions
 from blofin_assets.ml.specs import SPECS_BY_NAME
 from blofin_assets.ml.splits import purged_split
@@ -144,6 +145,19 @@ def test_train_metrics_on_an_even_sample_say_so_and_are_those_rows_metrics(
     assert trained.train_metrics == classification_metrics(blocks.y_train[sample], predicted)
     every_row = classification_metrics(blocks.y_train, trained.estimator.predict(blocks.x_train))
     assert trained.train_metrics["accuracy"] == pytest.approx(every_row["accuracy"], abs=0.01)
+    now = pd.Timestamp("2026-01-04", tz="UTC")
+    metadata = model_metadata(
+        trained,
+        status="promoted",
+        status_reason="",
+        gates=(),
+        trained_at=now,
+        run_id="r",
+        horizon=HORIZON,
+        data_sources=["demo"],
+        data_until=now,
+    )
+    assert metadata["train_metrics_method"] == trained.train_metrics_method  # beside them
 
 
 def test_every_piece_is_timed_and_a_small_block_is_scored_whole() -> None:

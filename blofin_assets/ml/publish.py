@@ -140,6 +140,7 @@ def model_metadata(
         "baseline_kind": trained.evaluation.baseline_name,
         "metrics": evaluation.metrics,
         "train_metrics": trained.train_metrics,
+        "train_metrics_method": trained.train_metrics_method,
         "target_unit": trained.spec.target_unit,
         "metric_units": {m: metric_unit(trained.spec, m) for m in evaluation.metrics},
         "class_names": list(trained.spec.class_names),

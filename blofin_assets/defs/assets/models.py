@@ -76,6 +76,7 @@ def materialization_metadata(published: PublishedModel) -> dict[str, object]:
         "baseline": report.baseline_text(meta),
         "train_rows": MetadataValue.int(trained.train_rows),
         "test_rows": MetadataValue.int(trained.test_rows),
+        "train_metrics_method": meta["train_metrics_method"],
         "data_window": report.data_window_text(meta),
         "status_reason": published.status_reason,
         "version": published.version,
