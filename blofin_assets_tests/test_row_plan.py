@@ -95,6 +95,11 @@ def test_caps_that_keep_nearly_every_row_read_once_without_a_plan(warehouse: Pat
     full, planned, plan = read_both(warehouse, spec)
     assert plan is None
     pd.testing.assert_frame_equal(planned, full)
+    # A cap just under the row count: the read plans, keeps > 90 % and reads once, no plan.
+    spec = capped("direction_predictor", max_train_rows=len(full) - 1, row_sampling="even")
+    full, planned, plan = read_both(warehouse, spec)
+    assert plan is None
+    pd.testing.assert_frame_equal(planned, full)
     uncapped = SPECS_BY_NAME["price_predictor"]
     assert read_both(warehouse, replace(uncapped, max_train_rows=None))[2] is None
 

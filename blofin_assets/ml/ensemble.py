@@ -79,7 +79,7 @@ ENSEMBLE_SPEC = ModelSpec(
         "C": 1.0,
         "members": tuple(spec.name for spec in MODEL_SPECS),
         "n_folds": 3,
-        # Binds from about 25 instruments of 30 days of 1m bars; below, every eligible row.
+        # Binds from about 40 instruments of 30 days of 1m bars; below, every eligible row.
         "max_rows": 200_000,
     },
     primary_metric="accuracy",

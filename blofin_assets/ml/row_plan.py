@@ -76,7 +76,6 @@ class RowPlan:
     test_positions: np.ndarray
     instruments: tuple[str, ...]  # every instrument of the keys, sorted
     caps: tuple[int | None, str, int | None]  # (max_train_rows, row_sampling, max_test_rows)
-    rows: int  # how many keys the plan was made from
 
     @property
     def positions(self) -> np.ndarray:
@@ -115,5 +114,4 @@ def plan_rows(
         test_positions=test,
         instruments=tuple(sorted(str(name) for name in names)),
         caps=spec_caps(spec),
-        rows=len(codes),
     )

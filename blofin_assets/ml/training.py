@@ -3,8 +3,8 @@
 Time-ordered purged split, scaler fit on the training block only, regression targets
 transformed and standardised inside the pickled estimator, deterministic row caps, fixed
 seeds, every test metric next to its naive baseline. What surrounds the fit works on
-fixed-size samples (train metrics here, importance, outlier reference), so a step costs about
-its estimator's fit + test prediction (benchmarks/profile_steps.py times each piece).
+fixed-size samples where it can (train metrics here, importance, outlier reference), and each
+piece is timed (TrainedModel.timings; benchmarks/profile_steps.py prints them).
 """
 
 from __future__ import annotations
@@ -53,7 +53,8 @@ from blofin_assets.ml.target_space import model_target
 DEFAULT_TEST_FRACTION = 0.2
 # Train metrics are an over-fitting check beside the test metrics, not a skill: on 50,000
 # evenly spaced rows their sampling error (~0.002 in accuracy) is far below the gaps they are
-# read for; all 334k rows of workload M cost the forest and the booster 1.2-1.6 s each.
+# read for, and predicting every training row of a big market costs a forest or a booster
+# seconds per run.
 TRAIN_METRIC_ROWS = 50_000
 
 
@@ -154,12 +155,12 @@ def wrap_estimator(spec: ModelSpec) -> Any:
 
 
 def fit_threads(estimator: Any) -> AbstractContextManager[Any]:
-    """The thread pools an estimator fits fastest on, measured at workload M (334k rows; the
-    model is the same: benchmarks/results/estimators.md). A histogram gradient booster takes
+    """The thread pools an estimator fits fastest on, measured at workload M (the model is the
+    same; benchmarks/results/estimators.md has the figures). A histogram gradient booster takes
     one OpenMP thread while OpenMP threads sleep between regions (OMP_WAIT_POLICY=PASSIVE,
     process.py): waking a second one for each of its thousands of short regions costs more
-    than it brings (5.9 s against 7.9-12 s). The MLP takes one BLAS thread: its 256-row
-    batches are too small to share (0.8-1.0 s against 1.2-1.6 s)."""
+    than it brings. The MLP takes one BLAS thread: its 256-row batches are too small to
+    share."""
     inner = getattr(estimator, "regressor", estimator)
     if isinstance(inner, MLPRegressor | MLPClassifier):
         return threadpool_limits(1, user_api="blas")
@@ -187,7 +188,7 @@ class Blocks:
     x_test: np.ndarray
     y_train: np.ndarray
     y_test: np.ndarray
-    instruments: tuple[str, ...] = ()  # every instrument of the frame split, sorted
+    instruments: tuple[str, ...]  # every instrument of the frame split, sorted
 
 
 def split_blocks(
@@ -318,7 +319,7 @@ def train_model(
     plan: RowPlan | None = None,
 ) -> TrainedModel:
     """Train on the past, test on the later block, purge ``horizon`` bars between them.
-    ``plan``: the frame holds only the planned rows (read_planned_rows), same model."""
+    ``plan``: the frame holds only the planned rows (storage.read_model_rows), same model."""
     check_training_frame(frame, spec)
     missing_baselines = [c for c in spec.baseline_columns if c not in frame.columns]
     if missing_baselines:

@@ -9,7 +9,7 @@ import duckdb
 import pandas as pd
 import pyarrow as pa
 
-from blofin_assets.ml.row_plan import RowPlan, plan_rows, spec_caps
+from blofin_assets.ml.row_plan import RowPlan, plan_rows
 from blofin_assets.ml.specs import ModelSpec
 from blofin_assets.storage.connection import query_frame, registered
 from blofin_assets.storage.outcomes import OUTCOMES_TABLE
@@ -173,9 +173,12 @@ def read_model_rows(
     """A model's training frame and, for a spec with row caps, its row plan: the keys of every
     labelled row are read, the split and caps planned on them, and only the planned rows'
     ``columns`` are read (``train_model(spec, frame, plan=plan)`` is then the model the whole
-    frame gives). A spec without caps, or whose caps keep nearly every row, reads everything
-    at once and returns no plan (train_model plans on the frame itself: the same rows)."""
-    if spec_caps(spec) == (None, spec.row_sampling, None):
+    frame gives). A spec whose caps cannot bind (fewer labelled rows than every cap), or keep
+    nearly every row, reads everything at once and returns no plan (train_model plans on the
+    frame itself: the same rows)."""
+    _training_select(con, columns)  # missing tables or columns: the clear error, first
+    caps = [cap for cap in (spec.max_train_rows, spec.max_test_rows) if cap is not None]
+    if not caps or scalar(con, f"SELECT count(*) FROM {LABELLED_JOIN}") <= min(caps):
         return read_training_frame(con, columns), None
     keys = read_training_keys(con)
     if keys.empty:
